@@ -1,0 +1,287 @@
+"""Weight parametrizations for `torch.nn.utils.parametrize` (SPEC.md section 1).
+
+Each normalizer maps the stored weight w to ``scale * w / sigma(w)``. sigma is a power-
+iteration estimate kept in buffers (saved in ``state_dict``), and is a differentiable
+function of w, as in torch's built-in spectral_norm: ``sigma = u^T W v`` with u, v
+treated as constants.
+
+When the estimate advances: a normalizer in training mode with ``auto_advance`` set
+runs ``n_power_iterations`` steps at every forward, like torch's spectral_norm. The
+training loop instead clears ``auto_advance`` and calls :meth:`advance` exactly once per
+discriminator step (see ``bssn.power_iteration``). Eval mode never advances.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: Power-iteration steps run when a normalizer is created, as torch's spectral_norm does,
+#: so that the first training step does not divide by a random-vector underestimate.
+INIT_POWER_ITERATIONS = 15
+
+
+def _as_matrix(weight: Tensor, dim: int) -> Tensor:
+    """W1 (dim=0): [c_out, c_in*k_h*k_w]; W2 (dim=1): in/out channels swapped, [c_in, c_out*k_h*k_w]."""
+    return weight.flatten(1) if dim == 0 else weight.transpose(0, 1).flatten(1)
+
+
+def _unit_normal(like: Tensor, shape: tuple[int, ...] | int, eps: float) -> Tensor:
+    return F.normalize(like.new_empty(shape).normal_(0, 1), dim=0, eps=eps)
+
+
+class _MatrixPowerIteration(nn.Module):
+    """Top singular vectors u, v of one reshape of a weight, with persistent buffers."""
+
+    def __init__(self, weight: Tensor, dim: int, eps: float) -> None:
+        super().__init__()
+        self.dim, self.eps = dim, eps
+        h, w = _as_matrix(weight, dim).shape
+        # Same draws as torch's spectral_norm (u then v), so equal seeds give equal vectors.
+        self.register_buffer("_u", _unit_normal(weight, h, eps))
+        self.register_buffer("_v", _unit_normal(weight, w, eps))
+
+    @torch.no_grad()
+    def step(self, weight: Tensor, n: int) -> None:
+        # In place (out=), so replicas sharing storage see the update (as in torch).
+        mat = _as_matrix(weight, self.dim)
+        for _ in range(n):
+            F.normalize(torch.mv(mat, self._v), dim=0, eps=self.eps, out=self._u)
+            F.normalize(torch.mv(mat.H, self._u), dim=0, eps=self.eps, out=self._v)
+
+    def sigma(self, weight: Tensor) -> Tensor:
+        # Clones: a later in-place step (or a DDP buffer broadcast) must not invalidate
+        # tensors saved for a backward through an earlier forward, e.g. D(real) - D(fake).
+        u = self._u.clone(memory_format=torch.contiguous_format)
+        v = self._v.clone(memory_format=torch.contiguous_format)
+        return torch.vdot(u, torch.mv(_as_matrix(weight, self.dim), v))
+
+
+class Normalizer(nn.Module):
+    """Base class: ``forward(w) = w / (sigma(w) / scale)``."""
+
+    def __init__(self, scale: float, n_power_iterations: int, eps: float) -> None:
+        super().__init__()
+        self.scale = scale
+        self.n_power_iterations = n_power_iterations
+        self.eps = eps
+        self.auto_advance = True
+
+    @property
+    def ready(self) -> bool:
+        """False only while a lazily shaped estimator (snconv) has not seen an input."""
+        return True
+
+    def advance(self, weight: Tensor) -> None:
+        """Run ``n_power_iterations`` power-iteration steps on the stored vectors."""
+        raise NotImplementedError
+
+    def sigma(self, weight: Tensor) -> Tensor:
+        """The normalizing constant from the current vectors (differentiable in w)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sigmas(self, weight: Tensor) -> dict[str, float]:
+        """Named constants for logging, from the current vectors (never advances)."""
+        return {"sigma": float(self.sigma(weight))}
+
+    def forward(self, weight: Tensor) -> Tensor:
+        if self.training and self.auto_advance:
+            self.advance(weight)
+        # Divide by (sigma / scale) rather than multiply: bit-identical to torch for scale 1.
+        return weight / (self.sigma(weight) / self.scale)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, n_power_iterations={self.n_power_iterations}"
+
+
+class SpectralNorm(Normalizer):
+    """SN_w (Miyato et al.): w / sigma(W1); with scale s, the paper's scaled SN (SSN)."""
+
+    def __init__(
+        self, weight: Tensor, scale: float = 1.0, n_power_iterations: int = 1, eps: float = 1e-12
+    ) -> None:
+        super().__init__(scale, n_power_iterations, eps)
+        self.w1 = _MatrixPowerIteration(weight, 0, eps)
+        self.w1.step(weight, INIT_POWER_ITERATIONS)
+
+    def advance(self, weight: Tensor) -> None:
+        self.w1.step(weight, self.n_power_iterations)
+
+    def sigma(self, weight: Tensor) -> Tensor:
+        return self.w1.sigma(weight)
+
+
+class BidirectionalSpectralNorm(Normalizer):
+    """BSN (Sec. 5, Thm. 3): w / ((sigma(W1) + sigma(W2)) / 2); with scale s, BSSN.
+
+    W2 swaps the input and output channels, so the average normalizes by both fan-in and
+    fan-out, as Xavier initialisation does. Two independent power iterations.
+    """
+
+    def __init__(
+        self, weight: Tensor, scale: float = 1.0, n_power_iterations: int = 1, eps: float = 1e-12
+    ) -> None:
+        super().__init__(scale, n_power_iterations, eps)
+        if weight.ndim < 3:
+            raise ValueError("BidirectionalSpectralNorm is for conv weights; use SpectralNorm")
+        self.w1 = _MatrixPowerIteration(weight, 0, eps)
+        self.w2 = _MatrixPowerIteration(weight, 1, eps)
+        self.w1.step(weight, INIT_POWER_ITERATIONS)
+        self.w2.step(weight, INIT_POWER_ITERATIONS)
+
+    def advance(self, weight: Tensor) -> None:
+        self.w1.step(weight, self.n_power_iterations)
+        self.w2.step(weight, self.n_power_iterations)
+
+    def sigma(self, weight: Tensor) -> Tensor:
+        return (self.w1.sigma(weight) + self.w2.sigma(weight)) / 2
+
+    @torch.no_grad()
+    def sigmas(self, weight: Tensor) -> dict[str, float]:
+        s1, s2 = float(self.w1.sigma(weight)), float(self.w2.sigma(weight))
+        return {"sigma_w1": s1, "sigma_w2": s2, "sigma": (s1 + s2) / 2}
+
+
+def _pair(x: int | tuple[int, ...]) -> tuple[int, int]:
+    return (x, x) if isinstance(x, int) else (int(x[0]), int(x[1]))
+
+
+class ConvSpectralNorm(Normalizer):
+    """SN_conv (Sec. 4): w / sigma(T_w), T_w the convolution as a linear operator.
+
+    T_w depends on the input's spatial size, stride, padding and dilation; the vectors are
+    input- and output-shaped and advanced with conv2d and its adjoint conv_transpose2d.
+    The input size comes from :meth:`initialize`, which ``bssn.apply`` calls from a
+    forward pre-hook on the layer (or from its dry run when given ``input_size``).
+    """
+
+    def __init__(
+        self, conv: nn.Conv2d, scale: float = 1.0, n_power_iterations: int = 1, eps: float = 1e-12
+    ) -> None:
+        super().__init__(scale, n_power_iterations, eps)
+        if conv.padding_mode != "zeros":
+            raise ValueError(
+                f"snconv supports padding_mode='zeros' only, got {conv.padding_mode!r}"
+            )
+        padding = conv.padding
+        if isinstance(padding, str):
+            total = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size, strict=True)]
+            if padding == "same" and any(t % 2 for t in total):
+                raise ValueError("snconv needs symmetric padding; padding='same' is asymmetric here")
+            padding = (0, 0) if padding == "valid" else (total[0] // 2, total[1] // 2)
+        self.stride, self.padding = _pair(conv.stride), _pair(padding)
+        self.dilation, self.groups = _pair(conv.dilation), conv.groups
+        self.kernel_size = _pair(conv.kernel_size)
+        # Lazily shaped: empty until the input size is known (see _load_from_state_dict).
+        self.register_buffer("_u", conv.weight.new_empty(0))
+        self.register_buffer("_v", conv.weight.new_empty(0))
+        self.output_padding = (0, 0)
+
+    @property
+    def ready(self) -> bool:
+        return self._v.numel() > 0
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return tuple(self._v.shape[-2:]) if self.ready else None
+
+    def _set_input_size(self, size: tuple[int, int]) -> None:
+        out, pad = [], []
+        for n, k, s, p, d in zip(size, self.kernel_size, self.stride, self.padding, self.dilation, strict=True):
+            n_out = (n + 2 * p - d * (k - 1) - 1) // s + 1
+            if n_out < 1:
+                raise ValueError(f"snconv: input size {tuple(size)} is too small for this layer")
+            out.append(n_out)
+            # conv_transpose2d must return exactly the input size: it is T_w's adjoint.
+            pad.append(n - ((n_out - 1) * s - 2 * p + d * (k - 1) + 1))
+        self.output_padding = (pad[0], pad[1])
+        return tuple(out)
+
+    @torch.no_grad()
+    def initialize(self, weight: Tensor, input_size: tuple[int, int]) -> None:
+        out_size = self._set_input_size(input_size)
+        c_out, c_in = weight.shape[0], weight.shape[1] * self.groups
+        v = weight.new_empty(1, c_in, *input_size).normal_(0, 1)
+        self._v = v / v.norm().clamp_min(self.eps)
+        self._u = weight.new_zeros(1, c_out, *out_size)
+        self._step(weight, INIT_POWER_ITERATIONS)
+
+    def check_input(self, name: str, size: tuple[int, int]) -> None:
+        if tuple(size) != self.input_size:
+            raise ValueError(
+                f"snconv layer {name!r} was set up for {self.input_size[0]}x{self.input_size[1]} "
+                f"inputs and got {size[0]}x{size[1]}: sigma(T_w) depends on the input size"
+            )
+
+    def _require_ready(self) -> None:
+        if not self.ready:
+            raise RuntimeError(
+                "snconv has not seen an input yet, so the convolution operator T_w is unknown: "
+                "pass input_size=(C, H, W) to bssn.apply, or run one forward pass first"
+            )
+
+    def _conv(self, x: Tensor, weight: Tensor) -> Tensor:
+        return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups)
+
+    def _conv_adjoint(self, y: Tensor, weight: Tensor) -> Tensor:
+        return F.conv_transpose2d(
+            y, weight, None, self.stride, self.padding, self.output_padding, self.groups, self.dilation
+        )
+
+    @torch.no_grad()
+    def _step(self, weight: Tensor, n: int) -> None:
+        for _ in range(n):
+            u = self._conv(self._v, weight)
+            self._u.copy_(u / u.norm().clamp_min(self.eps))
+            v = self._conv_adjoint(self._u, weight)
+            self._v.copy_(v / v.norm().clamp_min(self.eps))
+
+    def advance(self, weight: Tensor) -> None:
+        self._require_ready()
+        self._step(weight, self.n_power_iterations)
+
+    def sigma(self, weight: Tensor) -> Tensor:
+        self._require_ready()
+        u = self._u.clone(memory_format=torch.contiguous_format)
+        v = self._v.clone(memory_format=torch.contiguous_format)
+        return torch.sum(u * self._conv(v, weight))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        # The buffers' shapes depend on the input size; adopt a checkpoint's shapes.
+        v = state_dict.get(prefix + "_v")
+        if v is not None and v.ndim == 4 and tuple(v.shape) != tuple(self._v.shape):
+            self._set_input_size(tuple(v.shape[-2:]))
+            self._v = self._v.new_empty(v.shape)
+            self._u = self._u.new_empty(state_dict[prefix + "_u"].shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, input_size={self.input_size}"
+
+
+class GammaScale(nn.Module):
+    """Multiplies a tensor by a trainable gamma (SN with learned scale, SPEC.md section 1).
+
+    For ``sn_same_gamma`` one Parameter is shared by every layer's weight and bias;
+    for ``sn_diff_gamma`` each layer has its own.
+    """
+
+    def __init__(self, gamma: nn.Parameter) -> None:
+        super().__init__()
+        self.gamma = gamma
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gamma
+
+
+def new_gamma(like: Tensor) -> nn.Parameter:
+    return nn.Parameter(like.new_ones(()))
+
+
+def alpha(kernel_size: tuple[int, int], stride: tuple[int, int]) -> float:
+    """Sec. 4 bound: sigma(W1) <= sigma(T_w) <= alpha * sigma(W1), alpha = sqrt(prod ceil(k/s))."""
+    return math.sqrt(math.prod(math.ceil(k / s) for k, s in zip(kernel_size, stride, strict=True)))
