@@ -1,0 +1,35 @@
+"""IS and FID by protocol name, on torch-fidelity's inception-v3-compat (SPEC section 5)."""
+
+from bssn.metrics.compute import compute_metrics
+from bssn.metrics.extractor import load_inception, to_uint8
+from bssn.metrics.frechet import FeatureMoments, frechet_distance
+from bssn.metrics.inception_score import inception_score
+from bssn.metrics.protocols import PROTOCOLS, MetricProtocol, get_protocol
+from bssn.metrics.reference_stats import ReferenceStats, reference_statistics, reference_stats_path
+from bssn.metrics.weights import (
+    INCEPTION_WEIGHTS_FILENAME,
+    InceptionWeightsNotFound,
+    inception_weights_cache_path,
+    resolve_inception_weights,
+    weights_sha256,
+)
+
+__all__ = [
+    "INCEPTION_WEIGHTS_FILENAME",
+    "PROTOCOLS",
+    "FeatureMoments",
+    "InceptionWeightsNotFound",
+    "MetricProtocol",
+    "ReferenceStats",
+    "compute_metrics",
+    "frechet_distance",
+    "get_protocol",
+    "inception_score",
+    "inception_weights_cache_path",
+    "load_inception",
+    "reference_statistics",
+    "reference_stats_path",
+    "resolve_inception_weights",
+    "to_uint8",
+    "weights_sha256",
+]

@@ -1,0 +1,143 @@
+"""compute_metrics: IS and FID of a generator by protocol name (SPEC section 5)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch_fidelity
+from torch.utils.data import Dataset
+
+from bssn.metrics.extractor import EXTRACTOR_NAME, Sampler, extract_generated, load_inception
+from bssn.metrics.frechet import frechet_distance
+from bssn.metrics.inception_score import inception_score
+from bssn.metrics.protocols import MetricProtocol, get_protocol
+from bssn.metrics.reference_stats import reference_statistics
+from bssn.metrics.weights import resolve_inception_weights, weights_sha256
+
+
+def _count(protocol_count: int, override: int | None, what: str) -> int:
+    if override is None:
+        return protocol_count
+    if not 0 < override <= protocol_count:
+        raise ValueError(
+            f"{what} must be in 1..{protocol_count} (overrides only scale counts down), got {override}"
+        )
+    return override
+
+
+def compute_metrics(
+    names: list[str],
+    sample: Sampler,
+    output_range: tuple[float, float],
+    real_dataset: Dataset | None,
+    *,
+    weights_path: str | os.PathLike | None,
+    device: torch.device | str,
+    batch_size: int = 250,
+    cache_dir: str | os.PathLike,
+    seed: int = 0,
+    num_gen_override: int | None = None,
+    num_real_override: int | None = None,
+    allow_download: bool = False,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the named metrics (see protocols.PROTOCOLS) of a generator.
+
+    `sample(n)` returns n generated images [n, C, H, W] (C = 1 or 3) as floats in
+    `output_range`, (-1, 1) or (0, 1). `real_dataset` (needed by FID only) yields uint8
+    [C, H, W] images at training resolution and has `name` and `resolution`; its reference
+    statistics are cached in `cache_dir`. Generated images are drawn once for all metrics:
+    each metric uses the first n of them.
+
+    `num_gen_override` / `num_real_override` replace every requested metric's generated /
+    real counts (smoke tests only); each result then says `reduced: True`.
+
+    Returns {name: {"mean", "std", "num_gen", "splits", "reduced"}} for IS,
+    {name: {"value", "num_gen", "num_real", "reduced"}} for FID, and under "protocol" the
+    weights' path and sha256 (16 hex), the extractor, seed, output range, overrides and the
+    reference-statistics files.
+    """
+    if not names:
+        raise ValueError("no metric requested")
+    protocols: list[MetricProtocol] = [get_protocol(name) for name in dict.fromkeys(names)]
+    fids = [p for p in protocols if p.kind == "fid"]
+    num_gen = {p.name: _count(p.num_gen, num_gen_override, "num_gen_override") for p in protocols}
+    for p in protocols:
+        # IS needs an image per split; a covariance needs two.
+        minimum = p.splits if p.kind == "is" else 2
+        if num_gen[p.name] < minimum:
+            raise ValueError(f"{p.name} needs at least {minimum} generated images")
+    if fids and real_dataset is None:
+        raise ValueError(f"{', '.join(p.name for p in fids)} need a real dataset")
+    num_real = {
+        p.name: p.num_real
+        if num_real_override is None
+        else _count(p.num_real or len(real_dataset), num_real_override, "num_real_override")
+        for p in fids
+    }
+
+    weights = resolve_inception_weights(weights_path, allow_download=allow_download)
+    weights_hash = weights_sha256(weights)
+    extractor = load_inception(weights, device)
+
+    # Real statistics first: they are usually cached, and a bad dataset fails before the
+    # expensive generation.
+    references = {}
+    for p in fids:
+        references[p.name] = reference_statistics(
+            real_dataset,
+            num_real[p.name],
+            extractor=extractor,
+            weights_hash=weights_hash,
+            cache_dir=cache_dir,
+            seed=seed,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+        )
+
+    generated = extract_generated(
+        sample,
+        output_range,
+        extractor,
+        stats_at=[num_gen[p.name] for p in fids],
+        num_logits=max((num_gen[p.name] for p in protocols if p.kind == "is"), default=0),
+        batch_size=batch_size,
+        progress=progress,
+    )
+
+    results: dict[str, Any] = {}
+    for p in protocols:
+        n = num_gen[p.name]
+        if p.kind == "is":
+            mean, std = inception_score(generated.logits[:n], p.splits)
+            results[p.name] = {
+                "mean": mean,
+                "std": std,
+                "num_gen": n,
+                "splits": p.splits,
+                "reduced": n != p.num_gen,
+            }
+        else:
+            ref = references[p.name]
+            mu, sigma = generated.stats[n]
+            results[p.name] = {
+                "value": frechet_distance(mu, sigma, ref.mu, ref.sigma),
+                "num_gen": n,
+                "num_real": ref.num_images,
+                "reduced": n != p.num_gen or num_real[p.name] != p.num_real,
+            }
+    results["protocol"] = {
+        "extractor": f"torch-fidelity {torch_fidelity.__version__} {EXTRACTOR_NAME}",
+        "weights_path": weights,
+        "weights_sha256": weights_hash,
+        "seed": seed,
+        "output_range": [float(v) for v in output_range],
+        "num_gen_override": num_gen_override,
+        "num_real_override": num_real_override,
+        "reference_stats": {name: str(ref.path) for name, ref in references.items()},
+    }
+    return results

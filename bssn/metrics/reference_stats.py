@@ -1,0 +1,142 @@
+"""FID statistics of real training images, cached on disk (SPEC section 5).
+
+The real images come from a torch Dataset whose items are uint8 [C, H, W] tensors already
+at training resolution (resized/cropped as in training) and which has attributes `name`
+and `resolution`. The subset is drawn once with numpy's Generator(seed).choice without
+replacement. The cache file name holds everything that changes the statistics: dataset
+name, resolution, dataset size, sample count (or 'full'), seed and the weights' sha256.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+from tqdm import tqdm
+
+from bssn.metrics.extractor import extract
+from bssn.metrics.frechet import FeatureMoments
+
+
+@dataclass(frozen=True)
+class ReferenceStats:
+    """mu [2048] and sigma [2048, 2048] of real images; `computed` is False when read from cache."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    num_images: int
+    path: Path
+    computed: bool
+
+
+def real_indices(dataset_size: int, num_real: int | None, seed: int) -> np.ndarray:
+    """Indices of the real images: all (num_real None) or num_real drawn without replacement."""
+    if num_real is None:
+        return np.arange(dataset_size)
+    if not 2 <= num_real <= dataset_size:
+        raise ValueError(
+            f"num_real must be in 2..{dataset_size} (the dataset size), got {num_real}"
+        )
+    return np.sort(np.random.default_rng(seed).choice(dataset_size, size=num_real, replace=False))
+
+
+def reference_stats_path(
+    cache_dir: str | os.PathLike,
+    dataset_name: str,
+    resolution: int,
+    dataset_size: int,
+    num_real: int | None,
+    seed: int,
+    weights_hash: str,
+) -> Path:
+    """Cache file of one set of reference statistics (the seed is irrelevant to 'full')."""
+    safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", dataset_name)
+    subset = f"full{dataset_size}" if num_real is None else f"{num_real}of{dataset_size}-seed{seed}"
+    filename = f"{safe_name}-{resolution}px-{subset}-inception-{weights_hash}.npz"
+    return Path(cache_dir) / filename
+
+
+def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
+    # A temporary file in the same directory, then os.replace: concurrent writers and
+    # readers only ever see a complete file.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def reference_statistics(
+    dataset: Dataset,
+    num_real: int | None,
+    *,
+    extractor: FeatureExtractorInceptionV3,
+    weights_hash: str,
+    cache_dir: str | os.PathLike,
+    seed: int,
+    batch_size: int,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> ReferenceStats:
+    """Statistics of `num_real` random real images (None: all), read from or written to the cache."""
+    for attribute in ("name", "resolution"):
+        if not hasattr(dataset, attribute):
+            raise AttributeError(
+                f"the real dataset needs a `{attribute}` attribute for the cache key"
+            )
+    size = len(dataset)
+    indices = real_indices(size, num_real, seed)
+    path = reference_stats_path(
+        cache_dir, dataset.name, dataset.resolution, size, num_real, seed, weights_hash
+    )
+    if path.is_file():
+        with np.load(path) as cached:
+            return ReferenceStats(
+                cached["mu"], cached["sigma"], int(cached["num_images"]), path, computed=False
+            )
+
+    loader = DataLoader(
+        Subset(dataset, indices.tolist()),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+    )
+    moments = FeatureMoments()
+    expected = (dataset.resolution, dataset.resolution)
+    with tqdm(
+        total=len(indices), desc=f"real images ({dataset.name})", unit="img", disable=not progress
+    ) as bar:
+        for images in loader:
+            if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+                raise TypeError("real dataset items must be uint8 [C, H, W] tensors")
+            if tuple(images.shape[-2:]) != expected:
+                raise ValueError(
+                    f"real images are {tuple(images.shape[-2:])}, expected {expected} "
+                    f"(dataset.resolution)"
+                )
+            pool, _ = extract(extractor, images)
+            moments.update(pool)
+            bar.update(images.shape[0])
+    mu, sigma = moments.statistics()
+    _save_atomic(
+        path,
+        mu=mu,
+        sigma=sigma,
+        num_images=np.int64(moments.count),
+        seed=np.int64(seed),
+        weights_sha256=np.str_(weights_hash),
+    )
+    return ReferenceStats(mu, sigma, moments.count, path, computed=True)

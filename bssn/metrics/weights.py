@@ -1,0 +1,71 @@
+"""Locating the Inception weights of torch-fidelity's `inception-v3-compat` (SPEC section 5).
+
+torch-fidelity downloads them with torch.hub.load_state_dict_from_url, which keeps the file
+under <torch.hub.get_dir()>/checkpoints/ (by default $TORCH_HOME/hub/checkpoints). Offline
+machines must be pointed at a local copy; random weights are never substituted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch.hub
+from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+INCEPTION_WEIGHTS_URL = URL_INCEPTION_V3
+INCEPTION_WEIGHTS_FILENAME = os.path.basename(URL_INCEPTION_V3)
+#: torch.hub's naming convention: the file name ends in a prefix of the file's sha256.
+_OFFICIAL_SHA256_PREFIX = INCEPTION_WEIGHTS_FILENAME.rsplit("-", 1)[1].split(".")[0]
+
+
+class InceptionWeightsNotFound(FileNotFoundError):
+    """The Inception weights file is neither at the given path nor in torch-fidelity's cache."""
+
+
+def inception_weights_cache_path() -> Path:
+    """Where torch-fidelity (via torch.hub) stores and looks for the weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILENAME
+
+
+def resolve_inception_weights(path: str | os.PathLike | None, allow_download: bool = False) -> str:
+    """Path of the Inception weights file.
+
+    `path` given: it must be an existing file. Otherwise torch-fidelity's cache file; if it
+    is missing, download it there when `allow_download`, else raise InceptionWeightsNotFound
+    naming both ways to provide it.
+    """
+    if path is not None:
+        explicit = Path(path).expanduser()
+        if not explicit.is_file():
+            raise InceptionWeightsNotFound(
+                f"eval.inception_weights={path} is not a file; it must point at "
+                f"{INCEPTION_WEIGHTS_FILENAME} (torch-fidelity's inception-v3-compat weights)"
+            )
+        return str(explicit)
+
+    cached = inception_weights_cache_path()
+    if cached.is_file():
+        return str(cached)
+    if allow_download:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(
+            INCEPTION_WEIGHTS_URL, str(cached), hash_prefix=_OFFICIAL_SHA256_PREFIX
+        )
+        return str(cached)
+    raise InceptionWeightsNotFound(
+        f"Inception weights {INCEPTION_WEIGHTS_FILENAME} not found and downloading is not "
+        f"allowed. Either pass eval.inception_weights=/path/to/{INCEPTION_WEIGHTS_FILENAME} "
+        f"or place the file at {cached} (torch-fidelity's cache under TORCH_HOME). "
+        f"It is published at {INCEPTION_WEIGHTS_URL}."
+    )
+
+
+def weights_sha256(path: str | os.PathLike) -> str:
+    """First 16 hex digits of the file's sha256: the weights' identity in cache keys and results."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

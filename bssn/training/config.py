@@ -1,0 +1,208 @@
+"""Structured configs: every key has a typed default; unknown keys fail at composition.
+
+Groups mirror the paper (SPEC.md section 4): dataset, model, norm, loss, optim, train,
+eval, logger; `scale` and `seed` are top level so sweeps read
+``python train.py -m norm=bssn scale=1.0,1.2 seed=0,1,2``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING  # one of data.DATASETS
+    root: str = "${oc.env:BSSN_DATA,datasets}"  # folder holding the dataset's files
+    resolution: int = MISSING  # training resolution (SPEC.md section 5)
+    download: bool = True  # use torchvision's download where one exists
+    num_workers: int = 4  # decoding workers (ILSVRC2012 streams through them)
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # one of models.MODELS
+    z_dim: int = 128
+    negative_slope: float = 0.1  # D's leaky-ReLU slope (0 for the ResNet)
+
+
+@dataclass
+class NormConfig:
+    mode: str = "bssn"  # one of bssn.MODES
+    n_power_iterations: int = 1  # per D step (SPEC.md section 1)
+
+
+@dataclass
+class LossConfig:
+    name: str = "hinge"  # hinge | wgan_gp
+    gp_weight: float = 10.0  # wgan_gp only: weight of the gradient penalty
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 400_000  # generator steps
+    batch_size: int = 64  # D's global batch (split across DDP ranks)
+    g_batch_size: int | None = None  # G's global batch; None = batch_size
+    n_dis: int = 1  # D steps per G step
+    log_freq: int = 100  # scalars, sigmas and gradient norms every this many iterations
+    vis_freq: int = 5000  # sample grid of fixed latents; 0 = never
+    ckpt_freq: int = 5000  # checkpoint; the last iteration is always saved
+    keep_checkpoints: int = 2  # newest full checkpoints kept on disk
+    device: str = "auto"  # auto | cpu | cuda
+    sync_batchnorm: bool = True  # DDP: G's batch norm over the global batch, as single-GPU
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0  # IS/FID every this many iterations; 0 = never
+    metrics: list[str] = field(default_factory=lambda: ["is50k", "fid10k_5k"])
+    inception_weights: str | None = None  # path to weights-inception-2015-12-05-6726825d.pth
+    batch_size: int = 250
+    num_gen: int | None = None  # smoke tests only: fewer generated images than the protocol
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"  # offline (no account needed) | online | disabled
+    project: str = "bssn"
+    entity: str | None = None
+    group: str | None = None
+
+
+@dataclass
+class LoggerConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    tensorboard: bool = False
+    progress: bool = True  # progress bar on rank 0
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    scale: float = 1.0  # s of ssn/bssn (and of the scaled inits); must be 1 for other modes
+    seed: int = 0
+    out_dir: str = "runs"
+    # The run directory: re-running the same command resumes it (see bssn.training.checkpoint).
+    run_name: str = "${dataset.name}-${model.name}-${norm.mode}-s${scale}-seed${seed}"
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+LOSSES = ("hinge", "wgan_gp")
+OPTIMIZERS = ("adam",)
+DEVICES = ("auto", "cpu", "cuda")
+WANDB_MODES = ("offline", "online", "disabled")
+
+#: Keys that may change when a run resumes: they do not change what is being trained.
+RESUMABLE_CHANGES = (
+    "train.iterations", "train.log_freq", "train.vis_freq", "train.ckpt_freq",
+    "train.keep_checkpoints", "train.device", "dataset.root", "dataset.download",
+    "dataset.num_workers", "eval", "logger", "out_dir", "run_name",
+)
+
+
+def _one_of(key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def _positive(key: str, value: Any, zero_ok: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and math.isfinite(value) and (value >= 0 if zero_ok else value > 0)
+    if not ok:
+        raise ValueError(f"{key}={value!r} must be {'>= 0' if zero_ok else '> 0'}")
+
+
+def _unknown_keys(node: dict, schema: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in node.items():
+        if key not in schema:
+            out.append(f"{prefix}{key}")
+        elif isinstance(schema[key], dict) and isinstance(value, dict):
+            out += _unknown_keys(value, schema[key], f"{prefix}{key}.")
+    return out
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject nonsense before any work starts, naming the key, the value and what is allowed."""
+    import bssn
+    from data import DATASETS
+    from models import MODELS
+
+    # Hydra lets `+key=value` append even to typed nodes; the schema has the last word.
+    unknown = _unknown_keys(
+        OmegaConf.to_container(cfg, resolve=False),
+        OmegaConf.to_container(OmegaConf.structured(Config), resolve=False),
+    )
+    if unknown:
+        raise ValueError(f"unknown config keys: {', '.join(unknown)} (see bssn/training/config.py)")
+
+    _one_of("dataset.name", cfg.dataset.name, DATASETS)
+    _one_of("model.name", cfg.model.name, MODELS)
+    _one_of("norm.mode", cfg.norm.mode, bssn.MODES)
+    _one_of("loss.name", cfg.loss.name, LOSSES)
+    _one_of("optim.name", cfg.optim.name, OPTIMIZERS)
+    _one_of("train.device", cfg.train.device, DEVICES)
+    _one_of("logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
+    bssn.modes.check_scale(cfg.scale, cfg.norm.mode)
+    bssn.modes.check_power_iterations(cfg.norm.n_power_iterations)
+    for key in ("train.iterations", "train.batch_size", "train.n_dis", "train.log_freq",
+                "train.keep_checkpoints", "optim.lr_g", "optim.lr_d", "dataset.resolution",
+                "model.z_dim", "eval.batch_size"):
+        section, name = key.split(".")
+        _positive(key, cfg[section][name])
+    for key in ("train.vis_freq", "train.ckpt_freq", "eval.every", "loss.gp_weight",
+                "dataset.num_workers", "model.negative_slope"):
+        section, name = key.split(".")
+        _positive(key, cfg[section][name], zero_ok=True)
+    if cfg.train.g_batch_size is not None:
+        _positive("train.g_batch_size", cfg.train.g_batch_size)
+    for key in ("beta1", "beta2"):
+        if not 0 <= cfg.optim[key] < 1:
+            raise ValueError(f"optim.{key}={cfg.optim[key]!r} must be in [0, 1)")
+    if cfg.eval.every:
+        from bssn.metrics import PROTOCOLS
+
+        for name in cfg.eval.metrics:
+            _one_of("eval.metrics", name, tuple(PROTOCOLS))
+
+
+def to_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """'key: saved -> current' for every key that differs, outside RESUMABLE_CHANGES."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        path = f"{prefix}{key}"
+        if any(path == k or path.startswith(k + ".") for k in RESUMABLE_CHANGES):
+            continue
+        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, path + ".")
+        elif a != b:
+            out.append(f"{path}: {a!r} -> {b!r}")
+    return out

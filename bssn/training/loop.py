@@ -1,0 +1,270 @@
+"""The training loop of SPEC.md section 4, one code path for every mode and device.
+
+Per iteration: ``n_dis`` discriminator steps, each advancing D's power iteration exactly
+once (``bssn.discriminator_step``), then one generator step that reuses D's sigma
+(``bssn.frozen``). Every random draw of a step (latents, gradient-penalty mixing) is taken
+for the global batch from one generator seeded identically on every rank, and each rank
+keeps its slice: a DDP run trains on exactly the batches of the single-process run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from torchvision.utils import save_image
+from tqdm import tqdm
+
+import bssn
+from data import BatchStream, ImageSet, load_dataset
+from models import build_models
+
+from . import checkpoint, diagnostics, distributed, losses
+from .config import config_differences, to_container, validate
+from .run_log import RunLog
+
+log = logging.getLogger(__name__)
+
+#: Fixed latents for sample grids are drawn from this offset of the run's seed.
+SAMPLE_SEED_OFFSET = 2**20
+GRID_SIZE = 64
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+class ConfigMismatchError(ValueError):
+    pass
+
+
+def build(cfg: DictConfig, images: ImageSet, ctx: distributed.Context) -> tuple[nn.Module, nn.Module]:
+    """G and D on ``ctx.device``, D normalized as ``cfg.norm`` says, identical on every rank."""
+    torch.manual_seed(cfg.seed)
+    g, d = build_models(cfg.model.name, images.resolution, images.channels,
+                        cfg.model.z_dim, cfg.model.negative_slope)
+    bssn.apply(d, cfg.norm.mode, cfg.scale, cfg.norm.n_power_iterations,
+               input_size=(images.channels, images.resolution, images.resolution),
+               negative_slope=cfg.model.negative_slope)
+    if ctx.distributed and cfg.train.sync_batchnorm:
+        g = distributed.sync_batchnorm(g, ctx.device)
+    return g.to(ctx.device), d.to(ctx.device)
+
+
+def _adam(params: Any, lr: float, cfg: DictConfig) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+
+
+def _local(batch: int, ctx: distributed.Context, key: str) -> slice:
+    if batch % ctx.world_size:
+        raise ValueError(f"{key}={batch} is not divisible by the {ctx.world_size} DDP processes")
+    n = batch // ctx.world_size
+    return slice(ctx.rank * n, (ctx.rank + 1) * n)
+
+
+def _global_randn(gen: torch.Generator, shape: tuple[int, ...], part: slice) -> Tensor:
+    return torch.randn(shape, generator=gen, device=gen.device)[part]
+
+
+def _global_rand(gen: torch.Generator, shape: tuple[int, ...], part: slice) -> Tensor:
+    return torch.rand(shape, generator=gen, device=gen.device)[part]
+
+
+def _save_grid(g: nn.Module, z: Tensor, path: Path) -> None:
+    was_training = g.training
+    g.eval()
+    with torch.no_grad():
+        samples = g(z)
+    g.train(was_training)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(samples, path, nrow=8, normalize=True, value_range=g.output_range)
+
+
+def discriminator_update(
+    d_train: nn.Module, d_raw: nn.Module, g_train: nn.Module, opt_d: torch.optim.Optimizer,
+    real: Tensor, z: Tensor, gp_weight: float = 0.0, eps: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """One D step: hinge loss, or WGAN loss + gradient penalty when ``gp_weight`` > 0.
+
+    The power iteration advances once, at the start (the real pass's update), and every
+    pass of the step reuses that sigma (SPEC.md section 1).
+    """
+    with torch.no_grad():
+        fake = g_train(z)
+    with bssn.discriminator_step(d_train):
+        out = d_train(torch.cat([real, fake]))  # one pass: D has no batch statistics
+        d_real, d_fake = out[: len(real)], out[len(real):]
+        result = {"d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach()}
+        if gp_weight:
+            gp = losses.gradient_penalty(d_raw, real, fake, eps)
+            d_loss = losses.wgan_d(d_real, d_fake) + gp_weight * gp
+            result["gradient_penalty"] = gp.detach()
+        else:
+            d_loss = losses.hinge_d(d_real, d_fake)
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_d.step()
+    return result | {"d_loss": d_loss.detach(), "real": real, "fake": fake}
+
+
+def generator_update(d_raw: nn.Module, g_train: nn.Module, opt_g: torch.optim.Optimizer, z: Tensor) -> Tensor:
+    """One G step against D's current sigma (never advances; -mean D(G(z)) for both losses).
+
+    D's weights need no gradient here, and D runs outside DDP: there is nothing to reduce.
+    """
+    d_raw.requires_grad_(False)
+    try:
+        with bssn.frozen(d_raw):
+            g_loss = losses.hinge_g(d_raw(g_train(z)))
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+    finally:
+        d_raw.requires_grad_(True)
+    return g_loss.detach()
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train (or resume) the run in ``run_dir``; returns the run's summary."""
+    validate(cfg)
+    ctx = distributed.setup(cfg.train.device)
+    try:
+        return _train(cfg, Path(run_dir), ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str, Any]:
+    config = to_container(cfg)
+    t = cfg.train
+    d_part = _local(t.batch_size, ctx, "train.batch_size")
+    g_batch = t.g_batch_size or t.batch_size
+    g_part = _local(g_batch, ctx, "train.g_batch_size")
+
+    # Rank 0 downloads or decodes first; the others then find the files (and cache) ready.
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        images = load_dataset(cfg.dataset.name, cfg.dataset.root, cfg.dataset.resolution, cfg.dataset.download)
+    distributed.barrier(ctx)
+    if not ctx.is_main:
+        images = load_dataset(cfg.dataset.name, cfg.dataset.root, cfg.dataset.resolution, cfg.dataset.download)
+
+    g_raw, d_raw = build(cfg, images, ctx)
+    opt_g, opt_d = _adam(g_raw.parameters(), cfg.optim.lr_g, cfg), _adam(d_raw.parameters(), cfg.optim.lr_d, cfg)
+    stream = BatchStream(images, t.batch_size, cfg.seed, ctx.device, ctx.rank, ctx.world_size,
+                         cfg.dataset.num_workers)
+    noise = torch.Generator(device=ctx.device).manual_seed(cfg.seed)
+    fixed_z = torch.randn(GRID_SIZE, cfg.model.z_dim,
+                          generator=torch.Generator().manual_seed(cfg.seed + SAMPLE_SEED_OFFSET)).to(ctx.device)
+    torch.manual_seed(cfg.seed + ctx.rank)  # each rank's own stream for anything else
+
+    start, wandb_id = 0, None
+    loaded = checkpoint.load_latest(run_dir)
+    if loaded is not None:
+        state, path = loaded
+        differences = config_differences(state["config"], config)
+        if differences:
+            raise ConfigMismatchError(
+                f"{path} was written by a run with another configuration; differing keys:\n  "
+                + "\n  ".join(differences)
+                + f"\nUse another run_name (or out_dir) for this configuration, or delete {run_dir}."
+            )
+        g_raw.load_state_dict(state["G"])
+        d_raw.load_state_dict(state["D"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        stream.load_state_dict(state["stream"])
+        checkpoint.set_rng_state(state["rng"], noise)
+        torch.manual_seed(cfg.seed + ctx.rank + state["step"])
+        start, wandb_id = state["step"], state.get("wandb_id")
+        if ctx.is_main:
+            log.info("resuming %s from step %d (%s)", run_dir, start, path.name)
+
+    if ctx.is_main:
+        OmegaConf.save(OmegaConf.create(config), run_dir / "config.yaml")
+    if start >= t.iterations:
+        if ctx.is_main:
+            log.info("%s already finished (%d/%d iterations)", run_dir, start, t.iterations)
+        return {"step": start, "resumed_from": start}
+
+    g_train, d_train = g_raw, d_raw
+    if ctx.distributed:
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        g_train = nn.parallel.DistributedDataParallel(g_raw, device_ids=ids)
+        # u, v evolve identically on every rank (same weights, same deterministic steps):
+        # no per-forward broadcast needed (bssn.power_iteration's docs).
+        d_train = nn.parallel.DistributedDataParallel(d_raw, device_ids=ids, forward_sync_buffers=False)
+
+    run_log = None
+    if ctx.is_main:
+        run_log = RunLog(run_dir, config, cfg.logger.wandb, cfg.logger.tensorboard,
+                         resume_step=start if loaded else None, wandb_id=wandb_id)
+    bar = tqdm(total=t.iterations, initial=start, desc=run_dir.name, dynamic_ncols=True,
+               disable=not (ctx.is_main and cfg.logger.progress))
+    d_shape = (t.batch_size, cfg.model.z_dim)
+    g_shape = (g_batch, cfg.model.z_dim)
+    gp_shape = (t.batch_size, 1, 1, 1)
+    gp_weight = cfg.loss.gp_weight if cfg.loss.name == "wgan_gp" else 0.0
+    bad = torch.zeros((), dtype=torch.bool, device=ctx.device)  # any non-finite loss, no sync
+    last_good = start
+    tick, tick_step = time.perf_counter(), start
+    for it in range(start, t.iterations):
+        for _ in range(t.n_dis):
+            real = stream.next()
+            z = _global_randn(noise, d_shape, d_part)
+            eps = _global_rand(noise, gp_shape, d_part) if gp_weight else None
+            d_out = discriminator_update(d_train, d_raw, g_train, opt_d, real, z, gp_weight, eps)
+            bad |= ~torch.isfinite(d_out["d_loss"])
+        g_loss = generator_update(d_raw, g_train, opt_g, _global_randn(noise, g_shape, g_part))
+        bad |= ~torch.isfinite(g_loss)
+        step = it + 1
+        bar.update(1)
+
+        logging_now = step % t.log_freq == 0 or step == t.iterations
+        saving_now = (t.ckpt_freq and step % t.ckpt_freq == 0) or step == t.iterations
+        if logging_now or saving_now:
+            if bad.item():
+                kept = checkpoint.list_checkpoints(run_dir)
+                raise NonFiniteLossError(
+                    f"a loss became NaN/Inf between iterations {last_good} and {step}; the run "
+                    "stopped without saving, and the last good checkpoint is "
+                    + (str(kept[-1]) if kept else "none (no checkpoint was written yet)")
+                )
+            last_good = step
+        if logging_now and run_log is not None:
+            now = time.perf_counter()
+            scalars = {k: v.item() for k, v in d_out.items() if k not in ("real", "fake")}
+            scalars |= {
+                "g_loss": g_loss.item(),
+                "it_per_s": (step - tick_step) / (now - tick),
+                "input_grad_norm/real": diagnostics.input_gradient_norm(d_raw, d_out["real"]),
+                "input_grad_norm/fake": diagnostics.input_gradient_norm(d_raw, d_out["fake"]),
+            }
+            scalars |= {f"grad_norm/{k}": v for k, v in diagnostics.layer_gradient_norms(d_raw).items()}
+            scalars |= diagnostics.flatten_sigmas(d_raw)
+            run_log.log(step, scalars)
+            bar.set_postfix(d_loss=f"{scalars['d_loss']:.3f}", g_loss=f"{scalars['g_loss']:.3f}")
+            tick, tick_step = now, step
+        if ctx.is_main and t.vis_freq and (step % t.vis_freq == 0 or step == t.iterations):
+            grid = run_dir / "samples" / f"step_{step:07d}.png"
+            _save_grid(g_raw, fixed_z, grid)
+            run_log.log_image(step, "samples", grid)
+        if saving_now and ctx.is_main:
+            checkpoint.save_checkpoint(run_dir, step, {
+                "step": step, "G": g_raw.state_dict(), "D": d_raw.state_dict(),
+                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                "stream": stream.state_dict(),
+                # Rank 0's states: every step's draws come from `noise`, equal on all ranks.
+                "rng": checkpoint.rng_state(noise),
+                "config": config, "wandb_id": run_log.wandb_id, "format": 1,
+            }, t.keep_checkpoints)
+    bar.close()
+    summary = {"step": t.iterations, "resumed_from": start, "run_dir": str(run_dir)}
+    if run_log is not None:
+        run_log.close()
+    return summary

@@ -1,0 +1,103 @@
+"""Scalar logs of a run: JSONL and CSV files always; W&B (offline by default), TensorBoard.
+
+``metrics.jsonl`` holds one object per event (``{"step": N, "d_loss": ...}``);
+``scalars.csv`` the same values as ``step,key,value`` rows, for spreadsheets and pandas.
+On resume both are cut back to the checkpoint's step, so no value is logged twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+JSONL, CSV = "metrics.jsonl", "scalars.csv"
+
+
+def _truncate_after(path: Path, step: int, step_of) -> None:  # noqa: ANN001
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if (s := step_of(line)) is None or s <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+
+
+def _json_step(line: str) -> int | None:
+    return json.loads(line).get("step") if line.strip() else None
+
+
+def _csv_step(line: str) -> int | None:
+    head = line.split(",", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / JSONL
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+class RunLog:
+    """Writes scalars to every enabled sink. Only rank 0 creates one."""
+
+    def __init__(
+        self, run_dir: Path, config: dict, wandb_cfg: Any, tensorboard: bool,
+        resume_step: int | None = None, wandb_id: str | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        if resume_step is not None:
+            _truncate_after(self.run_dir / JSONL, resume_step, _json_step)
+            _truncate_after(self.run_dir / CSV, resume_step, _csv_step)
+        new_csv = not (self.run_dir / CSV).exists()
+        self._jsonl = open(self.run_dir / JSONL, "a")  # noqa: SIM115
+        self._csv_file = open(self.run_dir / CSV, "a", newline="")  # noqa: SIM115
+        self._csv = csv.writer(self._csv_file)
+        if new_csv:
+            self._csv.writerow(["step", "key", "value"])
+        self.wandb = None
+        self.wandb_id = wandb_id
+        if wandb_cfg.mode != "disabled":
+            import wandb  # only when asked for: W&B is never required
+
+            self.wandb = wandb.init(
+                project=wandb_cfg.project, entity=wandb_cfg.entity, group=wandb_cfg.group,
+                name=self.run_dir.name, id=wandb_id or wandb.util.generate_id(), resume="allow",
+                mode=wandb_cfg.mode, dir=str(self.run_dir), config=config,
+            )
+            self.wandb_id = self.wandb.id
+        self.tensorboard = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        clean = {k: (float(v) if math.isfinite(float(v)) else str(float(v))) for k, v in scalars.items()}
+        self._jsonl.write(json.dumps({"step": step, **clean}) + "\n")
+        self._jsonl.flush()
+        self._csv.writerows([step, k, v] for k, v in clean.items())
+        self._csv_file.flush()
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=step)
+        if self.tensorboard is not None:
+            for k, v in scalars.items():
+                self.tensorboard.add_scalar(k, v, step)
+
+    def log_image(self, step: int, key: str, path: Path) -> None:
+        if self.wandb is not None:
+            import wandb
+
+            self.wandb.log({key: wandb.Image(str(path))}, step=step)
+
+    def close(self) -> None:
+        self._jsonl.close()
+        self._csv_file.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+        if self.tensorboard is not None:
+            self.tensorboard.close()

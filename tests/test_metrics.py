@@ -1,0 +1,509 @@
+"""bssn.metrics (SPEC section 5): FID/IS math, uint8 conversion, protocols, weights lookup,
+reference-statistics cache and an end-to-end run on Inception weights of random values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+from torch.utils.data import Dataset
+from torch_fidelity.metric_isc import isc_features_to_metric
+
+import bssn.metrics.compute as compute_module
+import bssn.metrics.frechet as frechet_module
+from bssn.metrics import (
+    INCEPTION_WEIGHTS_FILENAME,
+    PROTOCOLS,
+    FeatureMoments,
+    InceptionWeightsNotFound,
+    compute_metrics,
+    frechet_distance,
+    get_protocol,
+    inception_score,
+    inception_weights_cache_path,
+    load_inception,
+    reference_statistics,
+    reference_stats_path,
+    resolve_inception_weights,
+    to_uint8,
+    weights_sha256,
+)
+from bssn.metrics.extractor import extract, extract_generated
+from bssn.metrics.reference_stats import real_indices
+
+# --- Frechet distance ------------------------------------------------------------------
+
+
+def _fid_by_eigh(mu1, sigma1, mu2, sigma2) -> float:
+    """Independent FID: tr sqrt(sigma1 sigma2) = sum of sqrt(eig(sqrt(s1) s2 sqrt(s1)))."""
+    w, v = scipy.linalg.eigh(sigma1)
+    root1 = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    eig = scipy.linalg.eigh(root1 @ sigma2 @ root1, eigvals_only=True)
+    tr_covmean = np.sqrt(np.clip(eig, 0.0, None)).sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
+
+
+def _gaussian_stats(rng, n: int, d: int, shift: float):
+    mixing = rng.normal(size=(d, d)) / np.sqrt(d)
+    x = rng.normal(size=(n, d)) @ mixing + shift
+    return x.mean(axis=0), np.cov(x, rowvar=False)
+
+
+@pytest.mark.parametrize("n", [400, 24], ids=["well-conditioned", "near-singular"])
+def test_frechet_distance_matches_eigh_reference(n):
+    rng = np.random.default_rng(n)
+    d = 48
+    mu1, s1 = _gaussian_stats(rng, n, d, 0.0)
+    mu2, s2 = _gaussian_stats(rng, n, d, 0.3)
+    expected = _fid_by_eigh(mu1, s1, mu2, s2)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-6)
+
+
+def test_frechet_distance_of_identical_statistics_is_zero():
+    mu, sigma = _gaussian_stats(np.random.default_rng(1), 300, 32, 1.0)
+    assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-9 * np.trace(sigma)
+
+
+def test_frechet_distance_retries_with_eps_when_sqrtm_is_not_finite(monkeypatch):
+    mu1, s1 = _gaussian_stats(np.random.default_rng(2), 200, 16, 0.0)
+    mu2, s2 = _gaussian_stats(np.random.default_rng(3), 200, 16, 0.5)
+    real_sqrtm = scipy.linalg.sqrtm
+    calls = []
+
+    def failing_once(a):
+        calls.append(a)
+        return np.full_like(a, np.nan) if len(calls) == 1 else real_sqrtm(a)
+
+    monkeypatch.setattr(frechet_module.scipy.linalg, "sqrtm", failing_once)
+    eps = 1e-2
+    got = frechet_distance(mu1, s1, mu2, s2, eps=eps)
+    offset = eps * np.eye(16)
+    np.testing.assert_allclose(calls[1], (s1 + offset) @ (s2 + offset))
+    # The retry changes only the cross term; the traces are those of the given covariances.
+    shifted = _fid_by_eigh(mu1, s1 + offset, mu2, s2 + offset)
+    assert got == pytest.approx(shifted - 2 * 16 * eps, rel=1e-9)
+
+
+def test_frechet_distance_rejects_a_large_imaginary_part(monkeypatch):
+    mu, sigma = _gaussian_stats(np.random.default_rng(4), 100, 8, 0.0)
+    real_sqrtm = scipy.linalg.sqrtm
+
+    def with_imaginary_diagonal(imaginary: complex):
+        return lambda a: real_sqrtm(a).real + imaginary * np.eye(a.shape[0])
+
+    monkeypatch.setattr(frechet_module.scipy.linalg, "sqrtm", with_imaginary_diagonal(0.5j))
+    with pytest.raises(ValueError, match="imaginary"):
+        frechet_distance(mu, sigma, mu, sigma)
+    monkeypatch.setattr(frechet_module.scipy.linalg, "sqrtm", with_imaginary_diagonal(1e-6j))
+    assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-9 * np.trace(sigma)
+
+
+def test_frechet_distance_checks_shapes():
+    with pytest.raises(ValueError, match="covariances"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(4))
+
+
+def test_feature_moments_match_numpy_over_batches():
+    rng = np.random.default_rng(5)
+    # A mean far from zero checks the shifted accumulation against cancellation.
+    x = rng.normal(size=(37, 6)) * 0.01 + 1000.0
+    moments = FeatureMoments()
+    for block in np.split(x, [5, 20, 21]):
+        moments.update(torch.from_numpy(block))
+    mu, sigma = moments.statistics()
+    assert moments.count == 37
+    np.testing.assert_allclose(mu, x.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(sigma, np.cov(x, rowvar=False), rtol=1e-7, atol=1e-12)
+
+
+# --- Inception Score -------------------------------------------------------------------
+
+
+def _is_direct(logits: np.ndarray, splits: int) -> tuple[float, float]:
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    scores = []
+    for part in np.split(p, splits):
+        marginal = part.mean(axis=0)
+        kl = (part * (np.log(part) - np.log(marginal))).sum(axis=1)
+        scores.append(np.exp(kl.mean()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def test_inception_score_matches_direct_computation():
+    logits = np.random.default_rng(6).normal(scale=3.0, size=(60, 12))
+    mean, std = inception_score(logits, splits=3)
+    expected_mean, expected_std = _is_direct(logits, 3)
+    assert mean == pytest.approx(expected_mean, rel=1e-12)
+    assert std == pytest.approx(expected_std, rel=1e-9)
+    library = isc_features_to_metric(torch.from_numpy(logits), splits=3, shuffle=False)
+    assert mean == pytest.approx(library["inception_score_mean"], rel=1e-12)
+
+
+def test_inception_score_extremes():
+    classes, splits = 7, 2
+    labels = np.tile(np.arange(classes), 4)
+    one_hot = 1000.0 * np.eye(classes)[labels]
+    mean, std = inception_score(one_hot, splits)
+    assert mean == pytest.approx(classes, rel=1e-12) and std == pytest.approx(0.0, abs=1e-12)
+    constant = np.tile(np.random.default_rng(7).normal(size=classes), (28, 1))
+    mean, std = inception_score(constant, splits)
+    assert mean == pytest.approx(1.0, rel=1e-12) and std == pytest.approx(0.0, abs=1e-12)
+
+
+def test_inception_score_needs_a_sample_per_split():
+    with pytest.raises(ValueError, match="splits"):
+        inception_score(np.zeros((5, 3)), splits=10)
+
+
+# --- uint8 conversion ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("output_range", [(-1.0, 1.0), (0.0, 1.0)])
+def test_to_uint8_is_exact_on_the_255_levels(output_range):
+    lo, hi = output_range
+    levels = torch.arange(256)
+    images = (lo + levels.double() / 255.0 * (hi - lo)).float().reshape(1, 1, 16, 16)
+    assert torch.equal(to_uint8(images, output_range).flatten(), levels.to(torch.uint8))
+
+
+def test_to_uint8_rounds_and_clamps():
+    images = torch.tensor([-3.0, -1.0, 0.0, 0.999, 1.0, 7.0]).reshape(1, 1, 1, 6)
+    expected = [0, 0, 128, 255, 255, 255]  # 0 -> 127.5 rounds half to even
+    assert to_uint8(images, (-1, 1)).flatten().tolist() == expected
+    with pytest.raises(ValueError, match="output_range"):
+        to_uint8(images, (1, 1))
+    with pytest.raises(TypeError):
+        to_uint8(images.to(torch.uint8), (0, 1))
+
+
+# --- protocols -------------------------------------------------------------------------
+
+
+def test_protocol_registry():
+    assert get_protocol("is50k") == PROTOCOLS["is50k"]
+    assert (PROTOCOLS["is50k"].kind, PROTOCOLS["is50k"].num_gen, PROTOCOLS["is50k"].splits) == (
+        "is",
+        50_000,
+        10,
+    )
+    fid = PROTOCOLS["fid10k_5k"]
+    assert (fid.kind, fid.num_gen, fid.num_real) == ("fid", 10_000, 5_000)
+    full = PROTOCOLS["fid50k_full"]
+    assert (full.kind, full.num_gen, full.num_real) == ("fid", 50_000, None)
+    with pytest.raises(AttributeError):
+        fid.num_gen = 1  # type: ignore[misc]
+
+
+def test_unknown_metric_names_the_bad_value_and_the_allowed_set():
+    with pytest.raises(ValueError, match=r"'fid50k'.*fid10k_5k, fid50k_full, is50k"):
+        get_protocol("fid50k")
+    with pytest.raises(ValueError, match="'kid'"):
+        compute_metrics(
+            ["is50k", "kid"],
+            _never_called,
+            (-1, 1),
+            None,
+            weights_path=None,
+            device="cpu",
+            cache_dir=".",
+        )
+
+
+def _never_called(n: int) -> torch.Tensor:
+    raise AssertionError("no image should be generated")
+
+
+def test_overrides_only_scale_down():
+    with pytest.raises(ValueError, match="num_gen_override"):
+        compute_metrics(
+            ["fid10k_5k"],
+            _never_called,
+            (-1, 1),
+            TinyImages(4),
+            weights_path=None,
+            device="cpu",
+            cache_dir=".",
+            num_gen_override=20_000,
+        )
+
+
+# --- weights lookup --------------------------------------------------------------------
+
+
+def test_missing_weights_offline_names_both_options(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    cache = tmp_path / "torch_home" / "hub" / "checkpoints" / INCEPTION_WEIGHTS_FILENAME
+    assert inception_weights_cache_path() == cache
+    with pytest.raises(InceptionWeightsNotFound) as error:
+        resolve_inception_weights(None)
+    message = str(error.value)
+    assert f"eval.inception_weights=/path/to/{INCEPTION_WEIGHTS_FILENAME}" in message
+    assert str(cache) in message
+    assert isinstance(error.value, FileNotFoundError)
+
+    with pytest.raises(InceptionWeightsNotFound, match="eval.inception_weights="):
+        compute_metrics(
+            ["is50k"], _never_called, (-1, 1), None, weights_path=None, device="cpu", cache_dir="."
+        )
+    with pytest.raises(InceptionWeightsNotFound, match=INCEPTION_WEIGHTS_FILENAME):
+        resolve_inception_weights(tmp_path / "nowhere.pth")
+
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"weights")
+    assert resolve_inception_weights(None) == str(cache)
+    explicit = tmp_path / "mine.pth"
+    explicit.write_bytes(b"other")
+    assert resolve_inception_weights(str(explicit)) == str(explicit)
+    assert weights_sha256(explicit) != weights_sha256(cache)
+    assert len(weights_sha256(explicit)) == 16
+
+
+# --- generation and reference statistics with a stand-in extractor ----------------------
+
+
+class StandInExtractor(torch.nn.Module):
+    """Same interface as the Inception extractor, cheap features (mean colour, contrast)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.batches: list[int] = []
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert images.dtype == torch.uint8 and images.shape[1] == 3
+        self.batches.append(images.shape[0])
+        x = images.float().flatten(2)
+        pool = torch.cat([x.mean(2), x.std(2)], dim=1) * self.scale
+        return pool, pool[:, :4]
+
+
+def test_extract_generated_batches_and_checkpoints():
+    extractor = StandInExtractor()
+    generator = torch.Generator().manual_seed(0)
+    drawn: list[torch.Tensor] = []
+
+    def sample(n: int) -> torch.Tensor:
+        drawn.append(torch.rand(n, 1, 8, 8, generator=generator))  # grayscale, in (0, 1)
+        return drawn[-1]
+
+    out = extract_generated(
+        sample, (0.0, 1.0), extractor, stats_at=[6, 10], num_logits=7, batch_size=4, progress=False
+    )
+    assert [d.shape[0] for d in drawn] == [4, 2, 4]
+    assert extractor.batches == [4, 2, 4]
+    assert sorted(out.stats) == [6, 10] and out.logits.shape == (7, 4)
+    first6 = to_uint8(torch.cat(drawn)[:6], (0, 1)).expand(-1, 3, -1, -1)
+    with torch.no_grad():
+        features, _ = StandInExtractor()(first6)
+    mu, sigma = out.stats[6]
+    np.testing.assert_allclose(mu, features.double().mean(0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(sigma, np.cov(features.double().numpy(), rowvar=False), rtol=1e-5)
+
+
+class TinyImages(Dataset):
+    """uint8 [3, 16, 16] smooth random images, counting reads."""
+
+    name = "tiny/smooth"
+    resolution = 16
+
+    def __init__(self, n: int) -> None:
+        coarse = torch.rand(n, 3, 4, 4, generator=torch.Generator().manual_seed(n))
+        smooth = torch.nn.functional.interpolate(coarse, size=16, mode="bilinear")
+        self.images = (smooth * 255).round().to(torch.uint8)
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        self.reads += 1
+        return self.images[i]
+
+
+def test_real_indices_are_a_seeded_subset():
+    a = real_indices(100, 30, seed=0)
+    assert len(np.unique(a)) == 30 and a.max() < 100
+    assert np.array_equal(a, real_indices(100, 30, seed=0))
+    assert not np.array_equal(a, real_indices(100, 30, seed=1))
+    assert np.array_equal(real_indices(5, None, seed=3), np.arange(5))
+    with pytest.raises(ValueError, match="num_real"):
+        real_indices(10, 11, seed=0)
+
+
+def test_reference_stats_path_keys():
+    base = dict(dataset_name="cifar10", resolution=32, dataset_size=50_000, seed=0)
+    subset = reference_stats_path("c", num_real=5000, weights_hash="a" * 16, **base)
+    assert subset.name == f"cifar10-32px-5000of50000-seed0-inception-{'a' * 16}.npz"
+    assert reference_stats_path("c", num_real=5000, weights_hash="b" * 16, **base) != subset
+    assert reference_stats_path("c", num_real=None, weights_hash="a" * 16, **base).name == (
+        f"cifar10-32px-full50000-inception-{'a' * 16}.npz"
+    )
+
+
+def test_reference_statistics_cache_write_is_atomic(tmp_path, monkeypatch):
+    dataset = TinyImages(6)
+    kwargs = dict(
+        extractor=StandInExtractor(),
+        weights_hash="0" * 16,
+        cache_dir=tmp_path,
+        seed=0,
+        batch_size=4,
+        progress=False,
+    )
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(OSError, match="disk full"):
+        reference_statistics(dataset, 5, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+
+    dataset.reads = 0
+    first = reference_statistics(dataset, 5, **kwargs)
+    assert first.computed and first.num_images == 5 and dataset.reads == 5
+    assert [p.name for p in tmp_path.iterdir()] == [first.path.name]
+    again = reference_statistics(dataset, 5, **kwargs)
+    assert not again.computed and dataset.reads == 5
+    np.testing.assert_array_equal(again.sigma, first.sigma)
+
+
+# --- end to end on Inception weights of random values -----------------------------------
+
+
+def _random_inception_weights(path: Path, seed: int) -> Path:
+    """A state dict of torch-fidelity's Inception shapes with He-scaled random values.
+
+    Built without any download: the module is constructed with weight loading stubbed out.
+    Identity batch norms and He-scaled convolutions keep the features of order one.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tf_inception, "load_state_dict_from_url", lambda *args, **kwargs: {})
+        patch.setattr(
+            tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None
+        )
+        shapes = tf_inception.FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048"]
+        ).state_dict()
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, value in shapes.items():
+        if key.endswith("conv.weight") or key == "fc.weight":
+            fan_in = value[0].numel()
+            state[key] = torch.randn(value.shape, generator=generator) * (2.0 / fan_in) ** 0.5
+        elif key.endswith(("bn.weight", "running_var")):
+            state[key] = torch.ones_like(value)
+        elif key.endswith("num_batches_tracked"):
+            state[key] = value
+        else:
+            state[key] = torch.zeros_like(value)
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("inception")
+    return (
+        _random_inception_weights(folder / "a.pth", seed=1),
+        _random_inception_weights(folder / "b.pth", seed=2),
+    )
+
+
+class CountingSampler:
+    """Serves fixed images in a given range, recording the requested counts."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+        self.requests: list[int] = []
+
+    def __call__(self, n: int) -> torch.Tensor:
+        start = sum(self.requests)
+        self.requests.append(n)
+        return self.images[start : start + n]
+
+
+class ProjectedFrechet:
+    """frechet_distance on a fixed random 64-d projection of the 2048-d statistics.
+
+    scipy's sqrtm of a 2048x2048 matrix takes 10 to 100 s on two shared cores; projecting
+    keeps the production function in the loop, near-singular covariances included (10
+    samples), at a millisecond each. Projected FID is 0 for equal statistics and grows with
+    their difference, like FID.
+    """
+
+    def __init__(self, dim: int = 64) -> None:
+        gaussian = np.random.default_rng(0).normal(size=(2048, dim))
+        self.basis = np.linalg.qr(gaussian)[0]
+        self.shapes: list[tuple] = []
+
+    def __call__(self, mu1, sigma1, mu2, sigma2) -> float:
+        self.shapes.append((mu1.shape, sigma1.shape, mu2.shape, sigma2.shape))
+        p = self.basis
+        return frechet_distance(mu1 @ p, p.T @ sigma1 @ p, mu2 @ p, p.T @ sigma2 @ p)
+
+
+@pytest.mark.slow
+def test_end_to_end_fid_and_is(tmp_path, random_weights, monkeypatch):
+    fid_spy = ProjectedFrechet()
+    monkeypatch.setattr(compute_module, "frechet_distance", fid_spy)
+    weights_a, weights_b = random_weights
+    dataset = TinyImages(10)
+    cache = tmp_path / "stats"
+    common = dict(
+        weights_path=str(weights_a),
+        device="cpu",
+        batch_size=4,
+        cache_dir=cache,
+        num_gen_override=10,
+        num_real_override=10,
+        progress=False,
+    )
+
+    same = CountingSampler(dataset.images.float() / 127.5 - 1.0)  # the real images, in (-1, 1)
+    first = compute_metrics(["is50k", "fid10k_5k"], same, (-1.0, 1.0), dataset, **common)
+    assert same.requests == [4, 4, 2] and dataset.reads == 10
+    fid = first["fid10k_5k"]
+    assert (fid["num_gen"], fid["num_real"], fid["reduced"]) == (10, 10, True)
+    assert (first["is50k"]["num_gen"], first["is50k"]["splits"], first["is50k"]["reduced"]) == (
+        10,
+        10,
+        True,
+    )
+    # One image per split: p(y) = p(y|x), so IS is exactly 1 (the value is checked by the unit tests).
+    assert first["is50k"]["mean"] == pytest.approx(1.0, abs=1e-9)
+    hash_a = weights_sha256(weights_a)
+    assert first["protocol"]["weights_sha256"] == hash_a
+    stats_file = Path(first["protocol"]["reference_stats"]["fid10k_5k"])
+    assert stats_file.is_file() and hash_a in stats_file.name
+
+    noise = CountingSampler(torch.rand(10, 3, 16, 16, generator=torch.Generator().manual_seed(9)))
+    second = compute_metrics(["fid10k_5k"], noise, (0.0, 1.0), dataset, **common)
+    assert noise.requests == [4, 4, 2]
+    assert dataset.reads == 10  # the cached statistics were reused, not re-extracted
+    assert second["fid10k_5k"]["value"] > 0.1
+    assert abs(fid["value"]) < 1e-6 * second["fid10k_5k"]["value"]
+    assert fid_spy.shapes == [((2048,), (2048, 2048), (2048,), (2048, 2048))] * 2
+
+    extractor_b, hash_b = load_inception(weights_b, "cpu"), weights_sha256(weights_b)
+    pool, logits = extract(extractor_b, dataset.images[:1])
+    assert pool.shape == (1, 2048) and logits.shape == (1, 1008)
+    other = reference_statistics(
+        dataset,
+        10,
+        extractor=extractor_b,
+        weights_hash=hash_b,
+        cache_dir=cache,
+        seed=0,
+        batch_size=5,
+        progress=False,
+    )
+    assert other.computed and other.path.is_file() and stats_file.is_file()
+    assert other.path.name == stats_file.name.replace(hash_a, hash_b) != stats_file.name

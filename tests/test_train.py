@@ -1,0 +1,223 @@
+"""The training loop end to end on tiny runs: logs, resume, kills, failures, DDP on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from bssn.training import checkpoint
+from bssn.training.config import register_configs
+from bssn.training.loop import ConfigMismatchError, NonFiniteLossError, train
+from bssn.training.run_log import read_metrics
+from data import DatasetNotFoundError
+
+ROOT = Path(__file__).resolve().parents[1]
+register_configs()
+TINY = [
+    "experiment=quickstart", "dataset.resolution=16", "train.batch_size=8", "train.iterations=4",
+    "train.log_freq=2", "train.vis_freq=2", "train.ckpt_freq=2", "logger.progress=false",
+]
+
+
+def compose_cfg(out: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("config", overrides=[*TINY, f"out_dir={out}", *overrides])
+
+
+def run(out: Path, *overrides: str) -> Path:
+    cfg = compose_cfg(out, *overrides)
+    run_dir = Path(cfg.out_dir) / cfg.run_name
+    train(cfg, run_dir)
+    return run_dir
+
+
+def final_state(run_dir: Path) -> dict:
+    return torch.load(checkpoint.list_checkpoints(run_dir)[-1], weights_only=False)
+
+
+def assert_same_state(a: dict, b: dict, **tol) -> None:
+    for part in ("G", "D"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            if tol:
+                torch.testing.assert_close(a[part][k], b[part][k], **tol, msg=f"{part}.{k}")
+            else:
+                assert torch.equal(a[part][k], b[part][k]), f"{part}.{k}"
+
+
+def test_tiny_run_writes_everything(tmp_path: Path) -> None:
+    run_dir = run(tmp_path, "norm=bssn", "scale=1.2")
+    assert run_dir.name == "shapes-cnn-bssn-s1.2-seed0"
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4]
+    keys = set(records[-1])
+    assert {"d_loss", "g_loss", "d_real", "d_fake", "it_per_s", "input_grad_norm/real", "input_grad_norm/fake"} <= keys
+    assert sum(k.startswith("sigma/") for k in keys) == 8  # 7 convs and the linear layer
+    assert sum(k.startswith("grad_norm/") for k in keys) == 8
+    assert sum(k.startswith("sigma_w2/") for k in keys) == 7  # bsn: both reshapes for the 7 convs
+    assert all(v > 0 for k, v in records[-1].items() if k.startswith(("sigma/", "grad_norm/")))
+    csv_rows = (run_dir / "scalars.csv").read_text().splitlines()
+    assert csv_rows[0] == "step,key,value" and len(csv_rows) == 1 + sum(len(r) - 1 for r in records)
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
+    assert [p.name for p in checkpoint.list_checkpoints(run_dir)] == ["ckpt_0000002.pt", "ckpt_0000004.pt"]
+    saved = final_state(run_dir)
+    assert {"G", "D", "opt_g", "opt_d", "stream", "rng", "config", "step", "wandb_id"} <= saved.keys()
+    assert saved["stream"]["batches_consumed"] == 4
+    assert any(k.endswith("w2._u") for k in saved["D"])  # power-iteration vectors are saved
+    assert "bssn" in (run_dir / "config.yaml").read_text()
+
+
+def test_resume_continues_identically(tmp_path: Path) -> None:
+    straight = run(tmp_path / "a", "train.iterations=6", "train.n_dis=2")
+    half = run(tmp_path / "b", "train.iterations=3", "train.n_dis=2")
+    assert final_state(half)["step"] == 3
+    resumed = run(tmp_path / "b", "train.iterations=6", "train.n_dis=2")
+    assert_same_state(final_state(straight), final_state(resumed))
+    a, b = final_state(straight), final_state(resumed)
+    assert torch.equal(a["opt_d"]["state"][0]["exp_avg"], b["opt_d"]["state"][0]["exp_avg"])
+    steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 3, 4, 6]  # each run logs its last step; nothing logged twice
+
+
+def test_finished_run_is_not_trained_again(tmp_path: Path, caplog) -> None:
+    run_dir = run(tmp_path)
+    before = checkpoint.list_checkpoints(run_dir)[-1].stat().st_mtime_ns
+    with caplog.at_level("INFO"):
+        run(tmp_path)
+    assert "already finished" in caplog.text
+    assert checkpoint.list_checkpoints(run_dir)[-1].stat().st_mtime_ns == before
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path: Path) -> None:
+    run(tmp_path, "norm=sn", "run_name=shared")
+    with pytest.raises(ConfigMismatchError, match=r"norm.mode: 'sn' -> 'bssn'\n  scale: 1.0 -> 1.2"):
+        run(tmp_path, "norm=bssn", "scale=1.2", "run_name=shared")
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    from bssn.training import losses
+
+    calls = {"n": 0}
+    real_hinge = losses.hinge_g
+
+    def poisoned(d_fake):
+        calls["n"] += 1
+        return real_hinge(d_fake) * (float("nan") if calls["n"] == 3 else 1.0)
+
+    monkeypatch.setattr(losses, "hinge_g", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"between iterations 2 and 4.*ckpt_0000002.pt"):
+        run(tmp_path, "run_name=nan")
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "nan")] == ["ckpt_0000002.pt"]
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFoundError, match="cifar-10-batches-py"):
+        run(tmp_path, "dataset=cifar10", f"dataset.root={tmp_path / 'nothing'}", "dataset.download=false",
+            "train.batch_size=8", "dataset.resolution=32")
+
+
+@pytest.mark.parametrize("preset", ["gamma_same", "gamma_diff"])
+def test_wgan_gp_with_gamma(tmp_path: Path, preset: str) -> None:
+    run_dir = run(tmp_path, f"experiment=[quickstart,{preset}]")
+    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["gradient_penalty"] >= 0 and "gamma/features.0" in last and "gamma/linear" in last
+
+
+def _cli(out: Path, *overrides: str) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), *TINY, f"out_dir={out}", *overrides]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
+    """SIGKILL a real training process after its first checkpoint; resuming finishes identically."""
+    args = ["train.iterations=40", "train.ckpt_freq=5", "train.log_freq=5", "train.vis_freq=0"]
+    straight = run(tmp_path / "straight", *args)
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    proc = subprocess.Popen(_cli(out, *args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run_dir = out / straight.name
+    deadline = time.time() + 120
+    while not checkpoint.list_checkpoints(run_dir) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps_at_kill = final_state(run_dir)["step"]
+    assert 5 <= steps_at_kill < 40, "the process was not killed mid-run"
+    resumed = subprocess.run(_cli(out, *args), env=env, capture_output=True, text=True, check=True)
+    assert f"from step {steps_at_kill}" in resumed.stderr + resumed.stdout
+    assert_same_state(final_state(straight), final_state(run_dir))
+
+
+_SLOW_SAVE = """
+import sys, time, torch
+from pathlib import Path
+from bssn.training.checkpoint import save_atomic
+class Slow:
+    def __reduce__(self):
+        time.sleep(60)
+        return (int, (0,))
+Path(sys.argv[1] + ".started").touch()
+save_atomic({"step": 2, "payload": torch.zeros(1000), "slow": Slow()}, Path(sys.argv[1]))
+"""
+
+
+def test_kill_during_checkpoint_write_keeps_the_previous_one(tmp_path: Path) -> None:
+    target = tmp_path / "checkpoints" / "ckpt_0000002.pt"
+    checkpoint.save_checkpoint(tmp_path, 1, {"step": 1}, keep=2)
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_SAVE, str(target)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    while not Path(str(target) + ".started").exists():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    assert not target.exists()
+    state, path = checkpoint.load_latest(tmp_path)
+    assert state == {"step": 1} and path.name == "ckpt_0000001.pt"
+
+
+def test_unreadable_newest_checkpoint_falls_back_with_a_warning(tmp_path: Path, caplog) -> None:
+    checkpoint.save_checkpoint(tmp_path, 1, {"step": 1}, keep=3)
+    (tmp_path / "checkpoints" / "ckpt_0000002.pt").write_bytes(b"truncated")
+    state, _ = checkpoint.load_latest(tmp_path)
+    assert state["step"] == 1 and "unreadable" in caplog.text
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_matches_the_single_process_run(tmp_path: Path) -> None:
+    """torchrun, 2 CPU processes (gloo), global batch 8, against one process with batch 8.
+
+    One iteration (two D steps, one G step). The all-reduced per-layer gradients of the
+    second D step and the sigmas agree to float rounding, and so do almost all weights.
+    Adam's first step moves each weight by lr * g / |g|: where a gradient is ~0 (e.g.
+    biases before a batch norm), rounding flips its sign, a 2 lr difference, and from
+    there the runs drift apart over many steps, as any two reduction orders do.
+    """
+    args = ["train.iterations=1", "train.log_freq=1", "train.n_dis=2", "train.vis_freq=0", "norm=bssn", "scale=1.2"]
+    single = run(tmp_path / "single", *args)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+           *_cli(tmp_path / "ddp", *args)[1:]]
+    subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=ROOT, timeout=300)
+    ddp = tmp_path / "ddp" / single.name
+    for a, b in zip(read_metrics(single), read_metrics(ddp), strict=True):
+        for key in a:
+            if key.startswith(("grad_norm/", "sigma")):
+                assert b[key] == pytest.approx(a[key], rel=1e-4), (a["step"], key)
+    a, b = final_state(single), final_state(ddp)
+    assert_same_state(a, b, rtol=0, atol=2 * 2e-4 * 1.01)  # lr = 2e-4
+    close = sum(int(((a[p][k] - b[p][k]).abs() <= 1e-5).sum()) for p in ("G", "D") for k in a[p])
+    assert close / sum(v.numel() for p in ("G", "D") for v in a[p].values()) > 0.98
