@@ -221,3 +221,15 @@ def test_ddp_on_cpu_matches_the_single_process_run(tmp_path: Path) -> None:
     assert_same_state(a, b, rtol=0, atol=2 * 2e-4 * 1.01)  # lr = 2e-4
     close = sum(int(((a[p][k] - b[p][k]).abs() <= 1e-5).sum()) for p in ("G", "D") for k in a[p])
     assert close / sum(v.numel() for p in ("G", "D") for v in a[p].values()) > 0.98
+
+
+def test_wandb_offline_by_default_and_resumes_the_same_run(tmp_path: Path, monkeypatch) -> None:
+    """The default logger needs no account or network; a resumed run keeps its W&B id."""
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dir = run(tmp_path, "logger=offline", "train.iterations=2")
+    wandb_id = final_state(run_dir)["wandb_id"]
+    assert wandb_id and list((run_dir / "wandb").glob(f"offline-run-*-{wandb_id}"))
+    run(tmp_path, "logger=offline", "train.iterations=4")
+    assert final_state(run_dir)["wandb_id"] == wandb_id
+    assert len(list((run_dir / "wandb").glob(f"offline-run-*-{wandb_id}"))) >= 1
+    assert not [p for p in (run_dir / "wandb").glob("offline-run-*") if not p.name.endswith(wandb_id)]

@@ -10,6 +10,7 @@ keeps its slice: a DDP run trains on exactly the batches of the single-process r
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -156,8 +157,8 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
 
     g_raw, d_raw = build(cfg, images, ctx)
     opt_g, opt_d = _adam(g_raw.parameters(), cfg.optim.lr_g, cfg), _adam(d_raw.parameters(), cfg.optim.lr_d, cfg)
-    stream = BatchStream(images, t.batch_size, cfg.seed, ctx.device, ctx.rank, ctx.world_size,
-                         cfg.dataset.num_workers)
+    workers = min(cfg.dataset.num_workers, os.cpu_count() or 1)  # more only oversubscribes
+    stream = BatchStream(images, t.batch_size, cfg.seed, ctx.device, ctx.rank, ctx.world_size, workers)
     noise = torch.Generator(device=ctx.device).manual_seed(cfg.seed)
     fixed_z = torch.randn(GRID_SIZE, cfg.model.z_dim,
                           generator=torch.Generator().manual_seed(cfg.seed + SAMPLE_SEED_OFFSET)).to(ctx.device)

@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ class RunLog:
 
             self.wandb = wandb.init(
                 project=wandb_cfg.project, entity=wandb_cfg.entity, group=wandb_cfg.group,
-                name=self.run_dir.name, id=wandb_id or wandb.util.generate_id(), resume="allow",
+                name=self.run_dir.name, id=wandb_id or secrets.token_hex(4), resume="allow",
                 mode=wandb_cfg.mode, dir=str(self.run_dir), config=config,
             )
             self.wandb_id = self.wandb.id
