@@ -56,8 +56,8 @@ def test_command_line_beats_dataset_and_presets() -> None:
 @pytest.mark.parametrize(
     "preset,check",
     [
-        ("cifar10_table1", lambda c: c.dataset.name == "cifar10" and c.eval.metrics == ["is50k", "fid10k_5k"]),
-        ("imagenet_table1", lambda c: c.model.name == "resnet" and c.train.n_dis == 5),
+        ("table1_cifar10", lambda c: c.dataset.name == "cifar10" and c.eval.metrics == ["is50k", "fid10k_5k"]),
+        ("table1_imagenet", lambda c: c.model.name == "resnet" and c.train.n_dis == 5),
         ("lr_g2e-4_d1e-4", lambda c: (c.optim.lr_g, c.optim.lr_d) == (2e-4, 1e-4)),
         ("stl10_ndis5", lambda c: c.train.iterations == 400_000 and c.dataset.resolution == 48),
         ("gamma_same", lambda c: c.norm.mode == "sn_same_gamma" and c.loss.name == "wgan_gp" and c.loss.gp_weight == 10),

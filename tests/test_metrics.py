@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
 from torch.utils.data import Dataset
 from torch_fidelity.metric_isc import isc_features_to_metric
 
-import bssn.metrics.compute as compute_module
 import bssn.metrics.frechet as frechet_module
 from bssn.metrics import (
     INCEPTION_WEIGHTS_FILENAME,
@@ -378,43 +376,9 @@ def test_reference_statistics_cache_write_is_atomic(tmp_path, monkeypatch):
 # --- end to end on Inception weights of random values -----------------------------------
 
 
-def _random_inception_weights(path: Path, seed: int) -> Path:
-    """A state dict of torch-fidelity's Inception shapes with He-scaled random values.
-
-    Built without any download: the module is constructed with weight loading stubbed out.
-    Identity batch norms and He-scaled convolutions keep the features of order one.
-    """
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tf_inception, "load_state_dict_from_url", lambda *args, **kwargs: {})
-        patch.setattr(
-            tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None
-        )
-        shapes = tf_inception.FeatureExtractorInceptionV3(
-            "inception-v3-compat", ["2048"]
-        ).state_dict()
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, value in shapes.items():
-        if key.endswith("conv.weight") or key == "fc.weight":
-            fan_in = value[0].numel()
-            state[key] = torch.randn(value.shape, generator=generator) * (2.0 / fan_in) ** 0.5
-        elif key.endswith(("bn.weight", "running_var")):
-            state[key] = torch.ones_like(value)
-        elif key.endswith("num_batches_tracked"):
-            state[key] = value
-        else:
-            state[key] = torch.zeros_like(value)
-    torch.save(state, path)
-    return path
-
-
 @pytest.fixture(scope="module")
-def random_weights(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("inception")
-    return (
-        _random_inception_weights(folder / "a.pth", seed=1),
-        _random_inception_weights(folder / "b.pth", seed=2),
-    )
+def random_weights(random_inception_weights) -> tuple[Path, Path]:
+    return random_inception_weights(1), random_inception_weights(2)
 
 
 class CountingSampler:
@@ -430,30 +394,9 @@ class CountingSampler:
         return self.images[start : start + n]
 
 
-class ProjectedFrechet:
-    """frechet_distance on a fixed random 64-d projection of the 2048-d statistics.
-
-    scipy's sqrtm of a 2048x2048 matrix takes 10 to 100 s on two shared cores; projecting
-    keeps the production function in the loop, near-singular covariances included (10
-    samples), at a millisecond each. Projected FID is 0 for equal statistics and grows with
-    their difference, like FID.
-    """
-
-    def __init__(self, dim: int = 64) -> None:
-        gaussian = np.random.default_rng(0).normal(size=(2048, dim))
-        self.basis = np.linalg.qr(gaussian)[0]
-        self.shapes: list[tuple] = []
-
-    def __call__(self, mu1, sigma1, mu2, sigma2) -> float:
-        self.shapes.append((mu1.shape, sigma1.shape, mu2.shape, sigma2.shape))
-        p = self.basis
-        return frechet_distance(mu1 @ p, p.T @ sigma1 @ p, mu2 @ p, p.T @ sigma2 @ p)
-
-
 @pytest.mark.slow
-def test_end_to_end_fid_and_is(tmp_path, random_weights, monkeypatch):
-    fid_spy = ProjectedFrechet()
-    monkeypatch.setattr(compute_module, "frechet_distance", fid_spy)
+def test_end_to_end_fid_and_is(tmp_path, random_weights, projected_frechet):
+    fid_spy = projected_frechet
     weights_a, weights_b = random_weights
     dataset = TinyImages(10)
     cache = tmp_path / "stats"

@@ -126,6 +126,14 @@ def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
             "train.batch_size=8", "dataset.resolution=32")
 
 
+def test_wgan_without_penalty_is_plain_wgan(tmp_path: Path) -> None:
+    """loss=wgan_gp with gp_weight=0 trains the plain WGAN loss, never silently the hinge."""
+    run_dir = run(tmp_path, "loss=wgan_gp", "loss.gp_weight=0")
+    last = read_metrics(run_dir)[-1]
+    assert "gradient_penalty" not in last
+    assert last["d_loss"] == pytest.approx(last["d_fake"] - last["d_real"], abs=1e-5)
+
+
 @pytest.mark.parametrize("preset", ["gamma_same", "gamma_diff"])
 def test_wgan_gp_with_gamma(tmp_path: Path, preset: str) -> None:
     run_dir = run(tmp_path, f"experiment=[quickstart,{preset}]")

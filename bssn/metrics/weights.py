@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from pathlib import Path
 
 import torch.hub
@@ -48,15 +49,22 @@ def resolve_inception_weights(path: str | os.PathLike | None, allow_download: bo
     cached = inception_weights_cache_path()
     if cached.is_file():
         return str(cached)
+    failure = "downloading is not allowed (eval.download_weights=false)"
     if allow_download:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(
-            INCEPTION_WEIGHTS_URL, str(cached), hash_prefix=_OFFICIAL_SHA256_PREFIX
-        )
-        return str(cached)
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(60)  # an offline machine fails fast instead of hanging
+        try:
+            torch.hub.download_url_to_file(
+                INCEPTION_WEIGHTS_URL, str(cached), hash_prefix=_OFFICIAL_SHA256_PREFIX
+            )
+            return str(cached)
+        except (OSError, RuntimeError) as err:  # URLError, timeouts, a hash mismatch
+            failure = f"downloading it failed ({err})"
+        finally:
+            socket.setdefaulttimeout(previous)
     raise InceptionWeightsNotFound(
-        f"Inception weights {INCEPTION_WEIGHTS_FILENAME} not found and downloading is not "
-        f"allowed. Either pass eval.inception_weights=/path/to/{INCEPTION_WEIGHTS_FILENAME} "
+        f"Inception weights {INCEPTION_WEIGHTS_FILENAME} not found and {failure}. Either pass eval.inception_weights=/path/to/{INCEPTION_WEIGHTS_FILENAME} "
         f"or place the file at {cached} (torch-fidelity's cache under TORCH_HOME). "
         f"It is published at {INCEPTION_WEIGHTS_URL}."
     )

@@ -36,6 +36,12 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def latest_step(run_dir: Path) -> int | None:
+    """The step in the newest checkpoint's file name (no load); None when there is none."""
+    found = list_checkpoints(run_dir)
+    return int(_NAME.match(found[-1].name).group(1)) if found else None
+
+
 def save_atomic(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

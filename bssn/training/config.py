@@ -35,6 +35,11 @@ class ModelConfig:
 class NormConfig:
     mode: str = "bssn"  # one of bssn.MODES
     n_power_iterations: int = 1  # per D step (SPEC.md section 1)
+    # Thm. 1 experiment (Fig. 3): layer i normalized to a random spectral norm c_i with
+    # geometric mean layer_scales_geomean (sn/snconv/bsn only); None = every layer 1.
+    layer_scales_geomean: float | None = None
+    layer_scales_log_std: float = 0.5  # std of log c_i before recentring
+    layer_scales_seed: int = 0
 
 
 @dataclass
@@ -71,8 +76,10 @@ class EvalConfig:
     every: int = 0  # IS/FID every this many iterations; 0 = never
     metrics: list[str] = field(default_factory=lambda: ["is50k", "fid10k_5k"])
     inception_weights: str | None = None  # path to weights-inception-2015-12-05-6726825d.pth
+    download_weights: bool = True  # else only eval.inception_weights or torch-fidelity's cache
     batch_size: int = 250
     num_gen: int | None = None  # smoke tests only: fewer generated images than the protocol
+    num_real: int | None = None  # smoke tests only: fewer real images than the FID protocol
 
 
 @dataclass
@@ -168,6 +175,12 @@ def validate(cfg: DictConfig) -> None:
     _one_of("logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
     bssn.modes.check_scale(cfg.scale, cfg.norm.mode)
     bssn.modes.check_power_iterations(cfg.norm.n_power_iterations)
+    if cfg.norm.layer_scales_geomean is not None:
+        from bssn.analysis.thm1 import LAYER_SCALE_MODES
+
+        _one_of("norm.mode (with norm.layer_scales_geomean)", cfg.norm.mode, LAYER_SCALE_MODES)
+        _positive("norm.layer_scales_geomean", cfg.norm.layer_scales_geomean)
+        _positive("norm.layer_scales_log_std", cfg.norm.layer_scales_log_std, zero_ok=True)
     for key in ("train.iterations", "train.batch_size", "train.n_dis", "train.log_freq",
                 "train.keep_checkpoints", "optim.lr_g", "optim.lr_d", "dataset.resolution",
                 "model.z_dim", "eval.batch_size"):

@@ -1,4 +1,4 @@
-"""Single process or DDP under torchrun, on CPU (gloo) or GPUs (nccl)."""
+"""Single process or DDP under torchrun or a submitit (SLURM) job, on CPU (gloo) or GPUs (nccl)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,27 @@ class Context:
         return self.world_size > 1
 
 
+def export_submitit_env() -> bool:
+    """Under a submitit job, set torchrun's variables from SLURM's; True when it set them.
+
+    submitit (``launcher=slurm``) starts one process per task, tasks_per_node = GPUs per
+    node, but sets none of RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT that
+    ``setup`` and ``init_process_group`` read. Under torchrun (WORLD_SIZE already set) and
+    outside submitit this does nothing. The master is the job's first node; the port is
+    MASTER_PORT when set, else drawn from the job id, so every task of a job agrees.
+    """
+    if "SUBMITIT_EXECUTOR" not in os.environ or "WORLD_SIZE" in os.environ:
+        return False
+    from submitit.helpers import TorchDistributedEnvironment
+
+    # Each task sees all of the node's GPUs and picks cuda:LOCAL_RANK (as under torchrun).
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    return True
+
+
 def setup(device: str) -> Context:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1), else run alone."""
+    """Join the process group when launched by torchrun or submitit (WORLD_SIZE > 1), else run alone."""
+    export_submitit_env()
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device=cuda but torch sees no CUDA device; use train.device=cpu or auto")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())

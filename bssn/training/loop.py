@@ -22,10 +22,11 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 import bssn
+from bssn import analysis
 from data import BatchStream, ImageSet, load_dataset
 from models import build_models
 
-from . import checkpoint, diagnostics, distributed, losses
+from . import checkpoint, diagnostics, distributed, losses, periodic_eval
 from .config import config_differences, to_container, validate
 from .run_log import RunLog
 
@@ -52,6 +53,10 @@ def build(cfg: DictConfig, images: ImageSet, ctx: distributed.Context) -> tuple[
     bssn.apply(d, cfg.norm.mode, cfg.scale, cfg.norm.n_power_iterations,
                input_size=(images.channels, images.resolution, images.resolution),
                negative_slope=cfg.model.negative_slope)
+    if cfg.norm.layer_scales_geomean is not None:  # the Thm. 1 experiment (Fig. 3)
+        scales = analysis.thm1.apply_random_layer_scales(
+            d, cfg.norm.layer_scales_geomean, cfg.norm.layer_scales_log_std, cfg.norm.layer_scales_seed)
+        log.info("per-layer spectral norms (Thm. 1): %s", scales)
     if ctx.distributed and cfg.train.sync_batchnorm:
         g = distributed.sync_batchnorm(g, ctx.device)
     return g.to(ctx.device), d.to(ctx.device)
@@ -88,9 +93,10 @@ def _save_grid(g: nn.Module, z: Tensor, path: Path) -> None:
 
 def discriminator_update(
     d_train: nn.Module, d_raw: nn.Module, g_train: nn.Module, opt_d: torch.optim.Optimizer,
-    real: Tensor, z: Tensor, gp_weight: float = 0.0, eps: Tensor | None = None,
+    real: Tensor, z: Tensor, loss: str = "hinge", gp_weight: float = 0.0, eps: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """One D step: hinge loss, or WGAN loss + gradient penalty when ``gp_weight`` > 0.
+    """One D step: ``hinge``, or ``wgan_gp``: the WGAN loss plus ``gp_weight`` times the
+    gradient penalty on mixes ``eps`` (``gp_weight`` 0: plain WGAN, the paper's App. J).
 
     The power iteration advances once, at the start (the real pass's update), and every
     pass of the step reuses that sigma (SPEC.md section 1).
@@ -101,10 +107,12 @@ def discriminator_update(
         out = d_train(torch.cat([real, fake]))  # one pass: D has no batch statistics
         d_real, d_fake = out[: len(real)], out[len(real):]
         result = {"d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach()}
-        if gp_weight:
-            gp = losses.gradient_penalty(d_raw, real, fake, eps)
-            d_loss = losses.wgan_d(d_real, d_fake) + gp_weight * gp
-            result["gradient_penalty"] = gp.detach()
+        if loss == "wgan_gp":
+            d_loss = losses.wgan_d(d_real, d_fake)
+            if gp_weight:
+                gp = losses.gradient_penalty(d_raw, real, fake, eps)
+                d_loss = d_loss + gp_weight * gp
+                result["gradient_penalty"] = gp.detach()
         else:
             d_loss = losses.hinge_d(d_real, d_fake)
     opt_d.zero_grad(set_to_none=True)
@@ -133,6 +141,8 @@ def generator_update(d_raw: nn.Module, g_train: nn.Module, opt_g: torch.optim.Op
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train (or resume) the run in ``run_dir``; returns the run's summary."""
     validate(cfg)
+    if cfg.eval.every:
+        periodic_eval.preflight(cfg.eval)  # missing Inception weights fail now, not hours later
     ctx = distributed.setup(cfg.train.device)
     try:
         return _train(cfg, Path(run_dir), ctx)
@@ -202,6 +212,8 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
         d_train = nn.parallel.DistributedDataParallel(d_raw, device_ids=ids, forward_sync_buffers=False)
 
     run_log = None
+    evaluator = (periodic_eval.PeriodicEval(cfg, run_dir, images, ctx.device, start)
+                 if ctx.is_main and cfg.eval.every else None)
     if ctx.is_main:
         run_log = RunLog(run_dir, config, cfg.logger.wandb, cfg.logger.tensorboard,
                          resume_step=start if loaded else None, wandb_id=wandb_id)
@@ -210,7 +222,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
     d_shape = (t.batch_size, cfg.model.z_dim)
     g_shape = (g_batch, cfg.model.z_dim)
     gp_shape = (t.batch_size, 1, 1, 1)
-    gp_weight = cfg.loss.gp_weight if cfg.loss.name == "wgan_gp" else 0.0
+    gp_weight = cfg.loss.gp_weight if cfg.loss.name == "wgan_gp" else 0.0  # hinge: no penalty
     bad = torch.zeros((), dtype=torch.bool, device=ctx.device)  # any non-finite loss, no sync
     last_good = start
     tick, tick_step = time.perf_counter(), start
@@ -219,7 +231,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
             real = stream.next()
             z = _global_randn(noise, d_shape, d_part)
             eps = _global_rand(noise, gp_shape, d_part) if gp_weight else None
-            d_out = discriminator_update(d_train, d_raw, g_train, opt_d, real, z, gp_weight, eps)
+            d_out = discriminator_update(d_train, d_raw, g_train, opt_d, real, z, cfg.loss.name, gp_weight, eps)
             bad |= ~torch.isfinite(d_out["d_loss"])
         g_loss = generator_update(d_raw, g_train, opt_g, _global_randn(noise, g_shape, g_part))
         bad |= ~torch.isfinite(g_loss)
@@ -228,7 +240,8 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
 
         logging_now = step % t.log_freq == 0 or step == t.iterations
         saving_now = (t.ckpt_freq and step % t.ckpt_freq == 0) or step == t.iterations
-        if logging_now or saving_now:
+        evaluating_now = cfg.eval.every and (step % cfg.eval.every == 0 or step == t.iterations)
+        if logging_now or saving_now or evaluating_now:
             if bad.item():
                 kept = checkpoint.list_checkpoints(run_dir)
                 raise NonFiniteLossError(
@@ -248,6 +261,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
             }
             scalars |= {f"grad_norm/{k}": v for k, v in diagnostics.layer_gradient_norms(d_raw).items()}
             scalars |= diagnostics.flatten_sigmas(d_raw)
+            scalars |= analysis.log_scalars(d_raw, d_out["real"])
             run_log.log(step, scalars)
             bar.set_postfix(d_loss=f"{scalars['d_loss']:.3f}", g_loss=f"{scalars['g_loss']:.3f}")
             tick, tick_step = now, step
@@ -255,6 +269,13 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
             grid = run_dir / "samples" / f"step_{step:07d}.png"
             _save_grid(g_raw, fixed_z, grid)
             run_log.log_image(step, "samples", grid)
+        # Before the checkpoint: a kill during an evaluation resumes before it and redoes it.
+        if evaluating_now:
+            if evaluator is not None:
+                evaluator(step, g_raw, run_log)
+            # Rank 0 evaluates alone; the other ranks wait here. One evaluation must fit
+            # in the process group's timeout (NCCL: 10 minutes by default).
+            distributed.barrier(ctx)
         if saving_now and ctx.is_main:
             checkpoint.save_checkpoint(run_dir, step, {
                 "step": step, "G": g_raw.state_dict(), "D": d_raw.state_dict(),

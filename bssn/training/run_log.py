@@ -73,7 +73,12 @@ class RunLog:
             self.wandb_id = self.wandb.id
         self.tensorboard = None
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:  # optional: not in requirements.txt
+                raise ImportError(
+                    "logger.tensorboard=true needs the tensorboard package: pip install tensorboard"
+                ) from err
 
             self.tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
 

@@ -1,0 +1,211 @@
+"""IS/FID of the generator during training and of saved checkpoints (SPEC section 5).
+
+The metrics are `bssn.metrics` protocols (`is50k`, `fid10k_5k`, `fid50k_full`). G is
+evaluated in eval mode on latents from a generator seeded with the run's seed plus
+EVAL_SEED_OFFSET, created afresh for every evaluation: every evaluation of a run (and
+evaluate.py on its checkpoints) sees the same latents, so values differ only through G.
+The real images are the training set at training resolution; their reference statistics
+are cached under `<dataset.root>/.bssn_cache/inception/`.
+
+Outputs of periodic evaluation, in the run directory:
+- `metrics.jsonl` (and W&B/TensorBoard): flat scalars `is50k`, `is50k_std`, `fid10k_5k`, …
+  at the evaluation's step;
+- `eval/step_<7 digits>.json`: compute_metrics' full result (counts, weights sha256, …);
+- `summary.json`: per metric the best value (max IS, min FID), its iteration and the
+  latest value, with the history it was computed from. On resume from step N, both are cut
+  back to N, like metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from bssn.metrics import PROTOCOLS, compute_metrics, get_protocol, resolve_inception_weights
+from data import ImageSet
+
+from .run_log import RunLog
+
+log = logging.getLogger(__name__)
+
+#: Evaluation latents come from a generator seeded with the run's seed plus this offset.
+EVAL_SEED_OFFSET = 2**21
+SUMMARY = "summary.json"
+_STEP_FILE = re.compile(r"^step_(\d{7,})\.json$")
+
+
+def reference_cache_dir(dataset_root: str | os.PathLike) -> Path:
+    """Where the real images' Inception statistics are cached: beside the dataset."""
+    return Path(dataset_root).expanduser() / ".bssn_cache" / "inception"
+
+
+def check_counts(eval_cfg: DictConfig) -> None:
+    """Reject eval.num_gen / eval.num_real that some requested protocol cannot use."""
+    for name in eval_cfg.metrics:
+        p = get_protocol(name)
+        limits = [("eval.num_gen", eval_cfg.num_gen, p.splits if p.kind == "is" else 2, p.num_gen)]
+        if p.kind == "fid":
+            limits.append(("eval.num_real", eval_cfg.num_real, 2, p.num_real))
+        for key, value, low, high in limits:
+            if value is not None and not (low <= value and (high is None or value <= high)):
+                allowed = f"{low}..{high}" if high is not None else f">= {low}"
+                raise ValueError(
+                    f"{key}={value} is not allowed for {name}: it only scales the protocol's "
+                    f"count down, to {allowed}"
+                )
+
+
+def preflight(eval_cfg: DictConfig) -> str:
+    """Check the counts and find the Inception weights before any work starts.
+
+    Raises InceptionWeightsNotFound (naming eval.inception_weights and torch-fidelity's
+    cache path) instead of failing at the first evaluation, hours into training.
+    """
+    check_counts(eval_cfg)
+    return resolve_inception_weights(eval_cfg.inception_weights, allow_download=eval_cfg.download_weights)
+
+
+def evaluate_generator(
+    g: nn.Module,
+    real: ImageSet,
+    eval_cfg: DictConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    num_workers: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """compute_metrics of G (eval mode, then restored) on latents seeded with `seed`.
+
+    `num_workers` decode the real images (dataset.num_workers). The global RNG state is restored afterwards (the real images' DataLoader draws from
+    it), so a run with evaluations trains exactly as one without.
+    """
+    latents = torch.Generator(device=device).manual_seed(seed)
+
+    def sample(n: int) -> torch.Tensor:
+        return g(torch.randn(n, g.z_dim, generator=latents, device=device))
+
+    was_training = g.training
+    g.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return compute_metrics(
+                list(eval_cfg.metrics), sample, g.output_range, real,
+                weights_path=eval_cfg.inception_weights, device=device,
+                batch_size=eval_cfg.batch_size, cache_dir=reference_cache_dir(real.root),
+                num_gen_override=eval_cfg.num_gen, num_real_override=eval_cfg.num_real,
+                num_workers=num_workers, progress=progress,
+            )  # fmt: skip
+    finally:
+        g.train(was_training)
+
+
+def scalars(results: dict[str, Any]) -> dict[str, float]:
+    """Flat scalars of a compute_metrics result: `<is>`, `<is>_std` and `<fid>`."""
+    out: dict[str, float] = {}
+    for name, value in results.items():
+        if name in PROTOCOLS and PROTOCOLS[name].kind == "is":
+            out[name], out[f"{name}_std"] = value["mean"], value["std"]
+        elif name in PROTOCOLS:
+            out[name] = value["value"]
+    return out
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON through a temporary file and a rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def summarize(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per metric: best (max IS, min FID) and its step, latest and its step."""
+    out: dict[str, dict[str, Any]] = {}
+    for entry in sorted(history, key=lambda e: e["step"]):
+        step = entry["step"]
+        for name, value in entry.items():
+            if name not in PROTOCOLS:
+                continue
+            higher = PROTOCOLS[name].kind == "is"
+            best = out.get(name)
+            improved = best is None or (value > best["best"] if higher else value < best["best"])
+            out[name] = {
+                "best": value if improved else best["best"],
+                "best_step": step if improved else best["best_step"],
+                "latest": value,
+                "latest_step": step,
+                "goal": "max" if higher else "min",
+            }
+    return out
+
+
+class Summary:
+    """`<run_dir>/summary.json`: {"metrics": summarize(history), "history": [...]}."""
+
+    def __init__(self, path: Path, history: list[dict[str, Any]]) -> None:
+        self.path = path
+        self.history = history
+
+    @classmethod
+    def load(cls, run_dir: Path, up_to_step: int) -> Summary:
+        """The run's summary without evaluations after `up_to_step` (the resumed step)."""
+        path = Path(run_dir) / SUMMARY
+        history = json.loads(path.read_text())["history"] if path.is_file() else []
+        kept = [e for e in history if e["step"] <= up_to_step]
+        summary = cls(path, kept)
+        if len(kept) != len(history):
+            summary.save()
+        return summary
+
+    def add(self, step: int, values: dict[str, float]) -> None:
+        self.history = [e for e in self.history if e["step"] != step] + [{"step": step, **values}]
+        self.save()
+
+    def save(self) -> None:
+        write_json(self.path, {"metrics": summarize(self.history), "history": self.history})
+
+
+class PeriodicEval:
+    """Rank 0's evaluator during training; call it with the raw (non-DDP) G at each
+    evaluation step."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, real: ImageSet, device: torch.device,
+                 start_step: int) -> None:
+        self.eval_cfg = cfg.eval
+        self.seed = cfg.seed + EVAL_SEED_OFFSET
+        self.real, self.device, self.progress = real, device, cfg.logger.progress
+        self.num_workers = cfg.dataset.num_workers
+        self.folder = Path(run_dir) / "eval"
+        # Results after the resumed step belong to an abandoned future of the run.
+        if self.folder.is_dir():
+            for path in self.folder.iterdir():
+                if (m := _STEP_FILE.match(path.name)) and int(m.group(1)) > start_step:
+                    path.unlink()
+        self.summary = Summary.load(run_dir, start_step)
+
+    def __call__(self, step: int, g: nn.Module, run_log: RunLog) -> dict[str, float]:
+        results = evaluate_generator(g, self.real, self.eval_cfg, seed=self.seed,
+                                     device=self.device, num_workers=self.num_workers,
+                                     progress=self.progress)
+        write_json(self.folder / f"step_{step:07d}.json", {"step": step, **results})
+        values = scalars(results)
+        run_log.log(step, values)
+        self.summary.add(step, values)
+        log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+        return values

@@ -1,0 +1,1 @@
+"""Hydra plugins of this project: the ``grids`` sweeper (``hydra/sweeper=grids``)."""

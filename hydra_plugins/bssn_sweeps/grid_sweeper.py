@@ -1,0 +1,162 @@
+"""Hydra sweeper ``grids``: a sweep that is a union of cartesian products, with a dry run.
+
+Table 1 is not one cartesian product: sn and bsn take no scale (it must be 1), while ssn
+and bssn sweep their dataset's list of scales. A preset lists one product per family:
+
+    hydra:
+      sweeper:
+        params: {seed: range(5)}        # part of every grid
+        grids:
+          - {norm: "sn,bsn"}
+          - {norm: "ssn,bssn", scale: "0.7,0.8,1.0"}
+
+A command-line override replaces that key in every grid (``seed=0`` runs seed 0 only).
+Without grids the sweep is ``params`` times the command line, as with Hydra's basic
+sweeper. Every job is composed and validated before anything is launched, so a bad value
+fails at once, not on the cluster. Jobs that resolve to the same run directory are launched
+once, and runs whose newest checkpoint is at ``train.iterations`` are left out
+(``skip_finished``); the others start or resume. ``dry_run=true`` lists the jobs and their
+status and launches nothing.
+
+This package sits at the repository root (beside ``data`` and ``models``): Hydra finds it
+when ``train.py`` runs from the checkout, as its namespace package ``hydra_plugins``.
+"""
+
+# No `from __future__ import annotations`: Hydra's plugin scan executes this module outside
+# sys.modules, where dataclasses cannot resolve string annotations.
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_loader import ConfigLoader
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GridSweeperConf:
+    _target_: str = "hydra_plugins.bssn_sweeps.grid_sweeper.GridSweeper"
+    params: dict[str, Any] = field(default_factory=dict)  # key -> sweep values, in every grid
+    grids: list[dict[str, Any]] = field(default_factory=list)  # the sweep is their union
+    dry_run: bool = False  # list the jobs and their status; launch nothing
+    skip_finished: bool = True  # leave out runs whose newest checkpoint is at train.iterations
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="grids", node=GridSweeperConf, provider="bssn")
+
+
+def expand(
+    params: Mapping[str, Any], grids: Sequence[Mapping[str, Any]], arguments: Sequence[str],
+    config_loader: ConfigLoader | None = None,
+) -> list[list[str]]:
+    """The jobs' override lists: each grid with ``params`` under it and ``arguments`` over it.
+
+    Values use Hydra's sweep syntax (``a,b``, ``range(5)``); identical jobs appear once.
+    """
+    parser = OverridesParser.create(config_loader=config_loader)
+    jobs: list[list[str]] = []
+    seen: set[tuple[str, ...]] = set()
+    for grid in grids or [{}]:
+        lines = [f"{key}={value}" for key, value in {**params, **grid}.items()] + list(arguments)
+        # split_arguments keeps the last value given for a key: the command line wins.
+        for job in BasicSweeper.split_arguments(parser.parse_overrides(lines), None)[0]:
+            if tuple(job) not in seen:
+                seen.add(tuple(job))
+                jobs.append(job)
+    return jobs
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    overrides: tuple[str, ...]
+    run_dir: Path
+    iterations: int
+    checkpoint_step: int | None  # the newest checkpoint's step; None before the first
+
+    @property
+    def finished(self) -> bool:
+        return self.checkpoint_step is not None and self.checkpoint_step >= self.iterations
+
+    @property
+    def status(self) -> str:
+        if self.checkpoint_step is None:
+            return "new"
+        if self.finished:
+            return "finished"
+        return f"resumes at {self.checkpoint_step}/{self.iterations}"
+
+
+class GridSweeper(Sweeper):
+    def __init__(
+        self, params: Mapping[str, Any], grids: Sequence[Mapping[str, Any]], dry_run: bool,
+        skip_finished: bool,
+    ) -> None:
+        self.params = dict(params)
+        self.grids = [dict(grid) for grid in grids]
+        self.dry_run = dry_run
+        self.skip_finished = skip_finished
+        self.hydra_context: HydraContext | None = None
+        self.config: DictConfig | None = None
+        self.launcher = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context = hydra_context
+        self.config = config
+        if not self.dry_run:
+            self.launcher = Plugins.instance().instantiate_launcher(
+                hydra_context=hydra_context, task_function=task_function, config=config
+            )
+
+    def plan(self, arguments: Sequence[str]) -> list[PlannedJob]:
+        """Every job composed and validated, with its run directory and status."""
+        from bssn.training.checkpoint import latest_step
+        from bssn.training.config import validate
+
+        assert self.hydra_context is not None and self.config is not None
+        loader = self.hydra_context.config_loader
+        planned: dict[Path, PlannedJob] = {}
+        for overrides in expand(self.params, self.grids, arguments, loader):
+            cfg = loader.load_sweep_config(self.config, overrides)
+            run_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+            task_cfg = cfg.copy()
+            with open_dict(task_cfg):
+                del task_cfg["hydra"]
+            try:
+                validate(task_cfg)
+            except ValueError as err:
+                raise ValueError(f"sweep job {' '.join(overrides)}: {err}") from err
+            if run_dir in planned:
+                log.info("same run directory as an earlier job, launched once: %s", " ".join(overrides))
+                continue
+            planned[run_dir] = PlannedJob(tuple(overrides), run_dir, int(cfg.train.iterations),
+                                          latest_step(run_dir))
+        return list(planned.values())
+
+    def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
+        assert self.config is not None
+        jobs = self.plan(arguments)
+        for i, job in enumerate(jobs):
+            log.info("%5s  %-22s %s  (%s)", f"#{i}", job.status, job.run_dir, " ".join(job.overrides))
+        todo = [job for job in jobs if not (self.skip_finished and job.finished)]
+        log.info("%d runs: %d to launch, %d finished%s", len(jobs), len(todo), sum(j.finished for j in jobs),
+                 " (dry run: nothing launched)" if self.dry_run else "")
+        if self.dry_run or not todo:
+            return []
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        assert self.launcher is not None
+        results = self.launcher.launch([list(job.overrides) for job in todo], initial_job_idx=0)
+        for result in results:
+            _ = result.return_value  # raises the job's exception, as Hydra's basic sweeper does
+        return [results]
