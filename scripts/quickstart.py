@@ -57,13 +57,18 @@ def main() -> None:
         print(f"\n== {label}: {runs[label]}")
         train(cfg, runs[label])
 
-    print(f"\n{'':14s}| {'D loss':>7s} | {'D(real)-D(fake)':>15s} | {'|grad_x D| real':>15s} | {'layer grad norm (geo. mean)':>27s}")
+    print("\nMeans over the second half of training (single log points are noisy):")
+    print(f"{'':14s}| {'D loss':>7s} | {'D(real)-D(fake)':>15s} | {'|grad_x D| real':>15s} | {'layer grad norm (geo. mean)':>27s}")
     fig, axes = plt.subplots(2, 2, figsize=(10, 9))
     for col, (label, run_dir) in enumerate(runs.items()):
         records = read_metrics(run_dir)
         last = records[-1]
-        print(f"{label:14s}| {last['d_loss']:7.3f} | {last['d_real'] - last['d_fake']:15.3f} | "
-              f"{last['input_grad_norm/real']:15.4f} | {geometric_mean(layer_grads(last)):27.2e}")
+        late = records[len(records) // 2:]
+
+        def mean(f, late=late) -> float:
+            return sum(f(r) for r in late) / len(late)
+        print(f"{label:14s}| {mean(lambda r: r['d_loss']):7.3f} | {mean(lambda r: r['d_real'] - r['d_fake']):15.3f} | "
+              f"{mean(lambda r: r['input_grad_norm/real']):15.4f} | {mean(lambda r: geometric_mean(layer_grads(r))):27.2e}")
         grid = sorted((run_dir / "samples").glob("*.png"))[-1]
         axes[0, col].imshow(mpimg.imread(grid))
         axes[0, col].set_title(f"{label}: samples at step {last['step']}")
