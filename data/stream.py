@@ -18,8 +18,6 @@ Two paths:
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from bssn.atomic import atomic_write
 from data.datasets import ImageSet
 
 log = logging.getLogger(__name__)
@@ -243,12 +242,5 @@ def _decode(images: ImageSet, num_workers: int, show_progress: bool) -> torch.Te
 def _save_atomic(path: Path, array: np.ndarray) -> None:
     # A temporary file unique to this process plus os.replace: concurrent ranks and
     # interrupted runs never leave a half-written cache under the final name.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.save(f, array)

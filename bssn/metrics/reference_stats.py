@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from tqdm import tqdm
 
+from bssn.atomic import atomic_write
 from bssn.metrics.extractor import extract
 from bssn.metrics.frechet import FeatureMoments
 
@@ -64,19 +64,9 @@ def reference_stats_path(
 
 
 def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
-    # A temporary file in the same directory, then os.replace: concurrent writers and
-    # readers only ever see a complete file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Concurrent runs of a sweep share this cache: they only ever see a complete file.
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def reference_statistics(

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from bssn.atomic import atomic_write
 from bssn.metrics import PROTOCOLS, compute_metrics, get_protocol, resolve_inception_weights
 from data import ImageSet
 
@@ -122,16 +122,9 @@ def scalars(results: dict[str, Any]) -> dict[str, float]:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON through a temporary file and a rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
 
 
 def summarize(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import secrets
 from pathlib import Path
 from typing import Any
+
+from bssn.atomic import atomic_write
 
 JSONL, CSV = "metrics.jsonl", "scalars.csv"
 
@@ -24,9 +25,8 @@ def _truncate_after(path: Path, step: int, step_of) -> None:  # noqa: ANN001
     lines = path.read_text().splitlines(keepends=True)
     kept = [line for line in lines if (s := step_of(line)) is None or s <= step]
     if len(kept) != len(lines):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, path)
+        with atomic_write(path, "w") as f:
+            f.write("".join(kept))
 
 
 def _json_step(line: str) -> int | None:
