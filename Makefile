@@ -3,30 +3,36 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install quickstart test lint bench clean
+.PHONY: install quickstart test lint format bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-$(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/python
+# The harness runs from this checkout (no install of the repo itself): `bssn`, `harness`,
+# `models` and `data` import from here. `pip install .` ships the `bssn` library alone.
+$(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements.txt
-	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
 install: $(VENV)/.installed
 
 quickstart: install
-	$(BIN)/python scripts/quickstart.py
+	$(BIN)/python -m scripts.quickstart
 
-test: install
-	$(BIN)/python -m pytest -q
+test: install lint
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 bench: install
-	$(BIN)/python scripts/bench_norm.py
+	$(BIN)/python -m scripts.bench_norm
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,4 +1,4 @@
-"""IS/FID of saved checkpoints, by metric protocol (SPEC section 5).
+"""IS/FID of saved checkpoints, by metric protocol (docs/metrics.md).
 
     python evaluate.py run_dir=runs/cifar10-cnn-bssn-s1.2-seed0             # every checkpoint
     python evaluate.py checkpoint=runs/<run>/checkpoints/ckpt_0400000.pt eval=full
@@ -15,7 +15,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from bssn.training.checkpoint_eval import evaluate, register_configs
+from harness.training.checkpoint_eval import evaluate, register_configs
 
 register_configs()
 

@@ -16,8 +16,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from bssn.training.config import register_configs
-from bssn.training.loop import train
+from harness.training.config import register_configs
+from harness.training.loop import train
 
 register_configs()
 

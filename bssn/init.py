@@ -1,4 +1,4 @@
-"""Scaled initialisation baselines of the Fig. 8 study (SPEC.md section 1).
+"""Scaled initialisation baselines of the Fig. 8 study (docs/normalization.md).
 
 Weights are drawn once from N(0, s^2 * v): LeCun v = 1/fan_in, Xavier v = 2/(fan_in +
 fan_out), Kaiming v = 2/((1 + a^2) fan_in) with a the leaky-ReLU slope. Thm. 2 and 3 say

@@ -1,11 +1,11 @@
-"""The normalization modes of SPEC.md section 1, and validation of their arguments."""
+"""The normalization modes of docs/normalization.md, and validation of their arguments."""
 
 from __future__ import annotations
 
 import math
 from numbers import Real
 
-#: Every mode `bssn.apply` accepts, in the order of SPEC.md section 1.
+#: Every mode `bssn.apply` accepts, in the order of docs/normalization.md.
 MODES: tuple[str, ...] = (
     "none",
     "sn",

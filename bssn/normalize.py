@@ -1,4 +1,4 @@
-"""`bssn.apply`: normalize every conv/linear layer of a discriminator (SPEC.md section 1)."""
+"""`bssn.apply`: normalize every conv/linear layer of a discriminator (docs/normalization.md)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def apply(
     """Normalize every ``nn.Conv2d`` and ``nn.Linear`` of ``module`` in place; return it.
 
     Args:
-        module: the discriminator (never the generator: SPEC.md section 1).
+        module: the discriminator (never the generator: docs/normalization.md).
         mode: one of ``bssn.MODES``: ``none``, ``sn``, ``snconv``, ``ssn``, ``bsn``,
             ``bssn``, ``sn_same_gamma``, ``sn_diff_gamma``, ``lecun``, ``xavier``, ``kaiming``.
         scale: the constant s of ``ssn``/``bssn`` (every layer, the last linear included)
@@ -108,7 +108,7 @@ def _normalize_layer(
         layer.register_forward_pre_hook(_snconv_pre_hook)
     elif mode in ("bsn", "bssn") and is_conv:
         normalizer = BidirectionalSpectralNorm(weight, scale, n, eps)
-    else:  # sn, ssn, the gamma modes, and every linear layer (SPEC.md: "Linear layers as sn")
+    else:  # sn, ssn, the gamma modes, and every linear layer (docs/normalization.md)
         normalizer = SpectralNorm(weight, scale, n, eps)
     # unsafe=True: skip parametrize's consistency forward, which would advance the vectors.
     parametrize.register_parametrization(layer, "weight", normalizer, unsafe=True)
@@ -135,7 +135,9 @@ def _dry_run(module: nn.Module, input_size: Sequence[int]) -> None:
         and len(input_size) >= 2
         and all(isinstance(d, int) and d > 0 for d in input_size)
     ):
-        raise ValueError(f"input_size must be the shape of one sample, e.g. (3, 32, 32); got {input_size!r}")
+        raise ValueError(
+            f"input_size must be the shape of one sample, e.g. (3, 32, 32); got {input_size!r}"
+        )
     param = next(module.parameters())
     x = torch.zeros(1, *input_size, device=param.device, dtype=param.dtype)
     modes = {m: m.training for m in module.modules()}

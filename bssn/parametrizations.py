@@ -1,4 +1,4 @@
-"""Weight parametrizations for `torch.nn.utils.parametrize` (SPEC.md section 1).
+"""Weight parametrizations for `torch.nn.utils.parametrize` (docs/normalization.md).
 
 Each normalizer maps the stored weight w to ``scale * w / sigma(w)``. sigma is a power-
 iteration estimate kept in buffers (saved in ``state_dict``), and is a differentiable
@@ -25,7 +25,8 @@ INIT_POWER_ITERATIONS = 15
 
 
 def _as_matrix(weight: Tensor, dim: int) -> Tensor:
-    """W1 (dim=0): [c_out, c_in*k_h*k_w]; W2 (dim=1): in/out channels swapped, [c_in, c_out*k_h*k_w]."""
+    """W1 (dim=0): [c_out, c_in*k_h*k_w]; W2 (dim=1): in/out channels swapped,
+    [c_in, c_out*k_h*k_w]."""
     return weight.flatten(1) if dim == 0 else weight.transpose(0, 1).flatten(1)
 
 
@@ -93,6 +94,12 @@ class Normalizer(nn.Module):
             self.advance(weight)
         # Divide by (sigma / scale) rather than multiply: bit-identical to torch for scale 1.
         return weight / (self.sigma(weight) / self.scale)
+
+    def right_inverse(self, value: Tensor) -> Tensor:
+        """``layer.weight = t`` stores t itself, as torch's spectral_norm does: the layer then
+        uses ``scale * t / sigma(t)`` (the estimate's vectors are kept; they follow t at the
+        next advance)."""
+        return value
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, n_power_iterations={self.n_power_iterations}"
@@ -171,7 +178,9 @@ class ConvSpectralNorm(Normalizer):
         if isinstance(padding, str):
             total = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size, strict=True)]
             if padding == "same" and any(t % 2 for t in total):
-                raise ValueError("snconv needs symmetric padding; padding='same' is asymmetric here")
+                raise ValueError(
+                    "snconv needs symmetric padding; padding='same' is asymmetric here"
+                )
             padding = (0, 0) if padding == "valid" else (total[0] // 2, total[1] // 2)
         self.stride, self.padding = _pair(conv.stride), _pair(padding)
         self.dilation, self.groups = _pair(conv.dilation), conv.groups
@@ -191,7 +200,9 @@ class ConvSpectralNorm(Normalizer):
 
     def _set_input_size(self, size: tuple[int, int]) -> None:
         out, pad = [], []
-        for n, k, s, p, d in zip(size, self.kernel_size, self.stride, self.padding, self.dilation, strict=True):
+        for n, k, s, p, d in zip(
+            size, self.kernel_size, self.stride, self.padding, self.dilation, strict=True
+        ):
             n_out = (n + 2 * p - d * (k - 1) - 1) // s + 1
             if n_out < 1:
                 raise ValueError(f"snconv: input size {tuple(size)} is too small for this layer")
@@ -229,7 +240,14 @@ class ConvSpectralNorm(Normalizer):
 
     def _conv_adjoint(self, y: Tensor, weight: Tensor) -> Tensor:
         return F.conv_transpose2d(
-            y, weight, None, self.stride, self.padding, self.output_padding, self.groups, self.dilation
+            y,
+            weight,
+            None,
+            self.stride,
+            self.padding,
+            self.output_padding,
+            self.groups,
+            self.dilation,
         )
 
     @torch.no_grad()
@@ -250,7 +268,7 @@ class ConvSpectralNorm(Normalizer):
         v = self._v.clone(memory_format=torch.contiguous_format)
         return torch.sum(u * self._conv(v, weight))
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The buffers' shapes depend on the input size; adopt a checkpoint's shapes.
         v = state_dict.get(prefix + "_v")
         if v is not None and v.ndim == 4 and tuple(v.shape) != tuple(self._v.shape):
@@ -264,7 +282,7 @@ class ConvSpectralNorm(Normalizer):
 
 
 class GammaScale(nn.Module):
-    """Multiplies a tensor by a trainable gamma (SN with learned scale, SPEC.md section 1).
+    """Multiplies a tensor by a trainable gamma (SN with learned scale, docs/normalization.md).
 
     For ``sn_same_gamma`` one Parameter is shared by every layer's weight and bias;
     for ``sn_diff_gamma`` each layer has its own.
@@ -276,6 +294,11 @@ class GammaScale(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.gamma
+
+    @torch.no_grad()
+    def right_inverse(self, value: Tensor) -> Tensor:
+        # Assigning layer.weight = t keeps gamma and stores t / gamma beneath it.
+        return value / self.gamma
 
 
 def new_gamma(like: Tensor) -> nn.Parameter:

@@ -1,4 +1,4 @@
-"""When the power iteration advances (SPEC.md section 1).
+"""When the power iteration advances (docs/normalization.md).
 
 The reference code advances u (and v) exactly once per discriminator optimizer step, on
 the real-data pass; the fake-data pass, the gradient-penalty pass and the generator's

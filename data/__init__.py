@@ -1,4 +1,4 @@
-"""Datasets and the training input pipeline (SPEC sections 3-5)."""
+"""Datasets and the training input pipeline (docs/training.md, docs/metrics.md)."""
 
 from data.datasets import DATASETS, DatasetNotFoundError, ImageSet, load_dataset
 from data.stream import BatchStream

@@ -1,4 +1,4 @@
-"""Training image sets at their training resolution (SPEC sections 3-5).
+"""Training image sets at their training resolution (docs/training.md, docs/metrics.md).
 
 ``load_dataset`` wraps torchvision's dataset classes (and their downloads) and returns an
 ``ImageSet``: a Dataset of uint8 [C, H, W] tensors, labels dropped. Preprocessing follows
@@ -13,7 +13,7 @@ the authors' released preprocessing scripts:
   crop 128x128 (the reference crops the central square, then resizes: same geometry);
 - "shapes": the download-free synthetic set of ``data.synthetic``.
 
-Float conversion (``ImageSet.to_float``): MNIST x / 255 in [0, 1] (SPEC section 3), every
+Float conversion (``ImageSet.to_float``): MNIST x / 255 in [0, 1] (docs/architectures.md), every
 other set x / 127.5 - 1 in [-1, 1].
 
 Missing or corrupt files raise ``DatasetNotFoundError`` naming the expected on-disk
@@ -112,7 +112,7 @@ def load_dataset(
     """Open dataset ``name`` under ``root`` (see the module docstring for preprocessing).
 
     ``resolution`` defaults to DEFAULT_RESOLUTION[name]. ``split="train"`` is the set GANs
-    train on (SPEC section 5); ``"test"`` is the held-out split (MNIST/CIFAR10 test,
+    train on (docs/metrics.md); ``"test"`` is the held-out split (MNIST/CIFAR10 test,
     STL10 test, CelebA test, ``<root>/val`` for ILSVRC2012, another seed for shapes).
     ``download`` uses torchvision's download where one exists; files already present are
     checked, not downloaded again. ILSVRC2012 and shapes ignore it.
@@ -250,14 +250,16 @@ def _expected_layout(name: str, root: str, split: str = "train") -> str:
 
 def _not_found_message(name: str, root: str, split: str, download: bool, err: BaseException) -> str:
     lines = [
-        f"dataset {name!r} ({split}) not found or corrupt under {root!r}: {type(err).__name__}: {err}",
+        f"dataset {name!r} ({split}) not found or corrupt under {root!r}: "
+        f"{type(err).__name__}: {err}",
         f"expected: {_expected_layout(name, root, split)}",
     ]
     if name == "imagenet":
         lines.append("ILSVRC2012 cannot be downloaded automatically: get it from image-net.org.")
     elif download:
         lines.append(
-            "Downloading failed (see the error above; no network access?): put the files there by hand and rerun."
+            "Downloading failed (see the error above; no network access?): "
+            "put the files there by hand and rerun."
         )
     else:
         lines.append("Set dataset.download=true to download it, or put the files there by hand.")

@@ -5,7 +5,7 @@ by (seed, e), identical on every rank. Global batch k covers positions
 [k*B, (k+1)*B) of its epoch's permutation (the incomplete last batch of an epoch is
 dropped); rank r of W receives the contiguous slice [r*B/W, (r+1)*B/W) of it. W ranks
 together therefore see exactly the single-process batch, and the stream depends only on
-(seed, B, number of batches consumed), which is all a checkpoint needs (SPEC section 4:
+(seed, B, number of batches consumed), which is all a checkpoint needs (docs/training.md:
 batch 64 throughout).
 
 Two paths:
@@ -26,8 +26,8 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from bssn.atomic import atomic_write
 from data.datasets import ImageSet
+from harness.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -117,22 +117,23 @@ class BatchStream:
             raise ValueError(f"rank {rank} is outside [0, world_size={world_size})")
         if len(images) < batch_size:
             raise ValueError(
-                f"dataset {images.name!r} has {len(images)} images, fewer than one batch of {batch_size}"
+                f"dataset {images.name!r} has {len(images)} images, "
+                f"fewer than one batch of {batch_size}"
             )
         self.images = images
         self.batch_size = batch_size
         self.seed = seed
         self.device = torch.device(device)
         self._consumed = 0
-        self._order = _Order(len(images), batch_size, seed, rank, world_size, self.device)
+        # In-memory batches are gathered on `device`; the worker path's indices stay on the CPU.
+        order_device = self.device if images.fits_in_memory else torch.device("cpu")
+        self._order = _Order(len(images), batch_size, seed, rank, world_size, order_device)
         if images.fits_in_memory:
             self._data = decoded_images(images, num_workers, show_progress=rank == 0).to(
                 self.device
             )
         else:
-            self._sampler = _RankSlices(
-                _Order(len(images), batch_size, seed, rank, world_size, torch.device("cpu"))
-            )
+            self._sampler = _RankSlices(self._order)
             self._loader = DataLoader(
                 images,
                 batch_sampler=self._sampler,

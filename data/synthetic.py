@@ -1,6 +1,6 @@
 """The "shapes" dataset: a download-free toy image set for the quick start.
 
-Not part of the paper (SPEC sections 3-5 use MNIST, CIFAR10, STL10, CelebA and
+Not part of the paper (docs/training.md uses MNIST, CIFAR10, STL10, CelebA and
 ILSVRC2012); it exists so that training, metrics and plots can be exercised on a machine
 without any dataset. Every image is one filled circle, square or triangle of random size,
 position and colour on a plain background of another colour, drawn with 2x2

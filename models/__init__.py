@@ -1,4 +1,4 @@
-"""Generator/discriminator architectures of SPEC §3 and a registry to build them by name.
+"""The architectures of docs/architectures.md and a registry to build them by name.
 
 Conventions shared by every model: ``G(z)`` maps ``z`` of shape [B, z_dim] to images
 [B, C, H, W] and has attributes ``z_dim`` and ``output_range``; ``D(x)`` returns logits of

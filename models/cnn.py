@@ -1,8 +1,8 @@
-"""The standard CNN generator/discriminator pair of SPEC §3 (paper Sec. 5, Table 1).
+"""The standard CNN generator/discriminator pair of docs/architectures.md (paper Sec. 5, Table 1).
 
 Used for CIFAR10 (32x32), STL10 (48x48) and CelebA (64x64). Layer shapes, padding and
 initialization follow the authors' released TensorFlow code (``no_gamma-CNN/gan``), which
-the SPEC defers to where the paper text is ambiguous.
+docs/architectures.md follows where the paper text is ambiguous.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def init_dcgan_generator_(g: nn.Module) -> None:
 
 
 class CNNGenerator(nn.Module):
-    """SPEC §3 CNN generator: z [B, z_dim] -> image [B, channels, 8*bw, 8*bw] in (-1, 1).
+    """CNN generator (docs/architectures.md): z [B, z_dim] -> [B, channels, 8*bw, 8*bw] in (-1, 1).
 
     linear -> BN -> ReLU -> reshape [512, bw, bw]; three 4x4 stride-2 transposed convs to
     256, 128, 64 channels (each BN + ReLU); 3x3 stride-1 transposed conv to ``channels``;
@@ -77,11 +77,11 @@ class CNNGenerator(nn.Module):
 
 
 class CNNDiscriminator(nn.Module):
-    """SPEC §3 CNN discriminator: image [B, channels, R, R] -> logits [B].
+    """docs/architectures.md CNN discriminator: image [B, channels, R, R] -> logits [B].
 
     Seven convs (3x3 s1 64, 4x4 s2 64, 3x3 s1 128, 4x4 s2 128, 3x3 s1 256, 4x4 s2 256,
     3x3 s1 512), each followed by leaky ReLU, then flatten and a linear layer to 1. All
-    layers have biases; there are no normalization layers (SPEC §1 normalizes D's weights).
+    layers have biases; there are no normalization layers (bssn normalizes D's weights).
     """
 
     def __init__(

@@ -1,13 +1,13 @@
 """A small DCGAN-style pair for MNIST (28x28x1, pixels in [0, 1]).
 
 The paper reports MNIST results (Tables 4-5), but the architecture it used there cannot
-be recovered from the text, and the authors' released code has no MNIST model. SPEC §3
+be recovered from the text, and the authors' released code has no MNIST model. docs/architectures.md
 therefore prescribes this small stand-in; it is ours, not the paper's, so MNIST numbers
 from it are not comparable to the paper's tables.
 
 D: conv4x4 s2 1->64, leaky ReLU, conv4x4 s2 64->128, leaky ReLU, flatten, linear to 1.
 G: linear to 7*7*128, BN, ReLU, reshape, transposed conv4x4 s2 to 64, BN, ReLU,
-transposed conv4x4 s2 to 1, sigmoid. Initialization as the CNN of SPEC §3.
+transposed conv4x4 s2 to 1, sigmoid. Initialization as the CNN of docs/architectures.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The 128x128 unconditional ResNet pair of SPEC §3 (paper Sec. 5, ILSVRC2012 rows of Table 1).
+"""The 128x128 unconditional ResNet pair of docs/architectures.md (paper Sec. 5, ILSVRC2012).
 
 Follows the authors' released TensorFlow code (``no_gamma-ResNet/gan``): both convs of a
 block map to the block's output width, upsampling is nearest-neighbour, downsampling is
@@ -67,7 +67,7 @@ class DownBlock(nn.Module):
 
     ``first``: no leading ReLU, and the shortcut pools before its conv1x1 (as in the
     reference; equal in value, but the conv then sees a half-size input, which matters for
-    the operator-norm modes of SPEC §1). ``downsample=False`` drops both poolings.
+    the operator-norm modes of docs/normalization.md). ``downsample=False`` drops both poolings.
     """
 
     def __init__(
@@ -94,7 +94,7 @@ class DownBlock(nn.Module):
 
 
 class ResNetGenerator(nn.Module):
-    """SPEC §3 ResNet generator: z [B, z_dim] -> image [B, channels, 128, 128] in (-1, 1).
+    """ResNet generator (docs/architectures.md): z [B, z_dim] -> [B, channels, 128, 128] in (-1, 1).
 
     linear to 4*4*1024, reshape; up-blocks to 1024, 512, 256, 128, 64 channels; BN, ReLU,
     conv3x3 to ``channels``, tanh.
@@ -118,7 +118,7 @@ class ResNetGenerator(nn.Module):
 
 
 class ResNetDiscriminator(nn.Module):
-    """SPEC §3 ResNet discriminator: image [B, channels, 128, 128] -> logits [B].
+    """docs/architectures.md ResNet discriminator: image [B, channels, 128, 128] -> logits [B].
 
     Down-blocks to 64 (first block), 128, 256, 512, 1024 channels, then a 1024-channel
     block without downsampling (its shortcut is still a 1x1 conv, as in the reference);

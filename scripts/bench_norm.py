@@ -5,8 +5,8 @@ median per variant is reported with its ratio to `none`: on a shared, noisy mach
 such ratios are comparable. Each timed step runs the paper's update rule (one power
 iteration, then D(x) and backward), so the normalization's whole cost is inside.
 
-    python scripts/bench_norm.py                  # CPU, and GPU when one is present
-    python scripts/bench_norm.py --device cuda --compile
+    python -m scripts.bench_norm                  # CPU, and GPU when one is present
+    python -m scripts.bench_norm --device cuda --compile
 """
 
 from __future__ import annotations
@@ -14,16 +14,13 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
-import bssn  # noqa: E402
-from models import build_models  # noqa: E402
+import bssn
+from models import build_models
 
 VARIANTS = ("none", "sn", "torch_sn", "bsn", "snconv")
 
@@ -48,6 +45,7 @@ def make_step(d: torch.nn.Module, x: torch.Tensor, compile_: bool) -> Callable[[
         # torch_sn advances inside its forward; ours advance once per step, as in training.
         with bssn.discriminator_step(d):
             fwd(x).mean().backward()
+
     return step
 
 
@@ -56,7 +54,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench(device: torch.device, batch: int, rounds: int, inner: int, compile_: bool) -> dict[str, float]:
+def bench(
+    device: torch.device, batch: int, rounds: int, inner: int, compile_: bool
+) -> dict[str, float]:
     x = torch.randn(batch, 3, 32, 32, device=device)
     steps = {v: make_step(make_discriminator(v, device), x, compile_) for v in VARIANTS}
     for step in steps.values():  # warm-up (and compilation)
@@ -77,7 +77,9 @@ def bench(device: torch.device, batch: int, rounds: int, inner: int, compile_: b
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=15)
@@ -89,11 +91,19 @@ def main() -> None:
     if args.device in ("cuda", "all") and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
     for device in devices:
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+        name = (
+            torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else platform.processor() or platform.machine()
+        )
         inner = 20 if device.type == "cuda" else 2
         ms = bench(device, args.batch, args.rounds, inner, args.compile)
-        print(f"\n{device.type} ({name}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-              f"batch {args.batch}, median of {args.rounds} interleaved rounds{', compiled' if args.compile else ''})")
+        print(
+            f"\n{device.type} ({name}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, "
+            f"batch {args.batch}, median of {args.rounds} interleaved rounds"
+            f"{', compiled' if args.compile else ''})"
+        )
         print("| variant | ms / D fwd+bwd | vs none |\n|---|---|---|")
         for v in VARIANTS:
             print(f"| {v} | {ms[v]:.2f} | {ms[v] / ms['none']:.3f} |")

@@ -5,24 +5,21 @@ backward, Adam) and one G step. Variants run side by side in one process, interl
 median of rounds; then a torch.profiler summary of the bssn iteration shows where the
 time goes.
 
-    python scripts/bench_train.py                 # CPU, and GPU when one is present
-    python scripts/bench_train.py --device cuda --rounds 20
+    python -m scripts.bench_train                 # CPU, and GPU when one is present
+    python -m scripts.bench_train --device cuda --rounds 20
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
-import bssn  # noqa: E402
-from bssn.training.loop import discriminator_update, generator_update  # noqa: E402
-from models import build_models  # noqa: E402
+import bssn
+from harness.training.loop import discriminator_update, generator_update
+from models import build_models
 
 VARIANTS = {"none": {}, "sn": {}, "bssn": {"scale": 1.2}}
 
@@ -40,6 +37,7 @@ def make_iteration(mode: str, device: torch.device, batch: int):
         z = torch.randn(batch, 128, device=device)
         discriminator_update(d, d, g, opt_d, real, z)
         generator_update(d, g, opt_g, torch.randn(batch, 128, device=device))
+
     return iteration
 
 
@@ -49,14 +47,19 @@ def sync(device: torch.device) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
-    devices = [torch.device(d) for d in ("cpu", "cuda") if args.device in (d, "all")
-               and (d == "cpu" or torch.cuda.is_available())]
+    devices = [
+        torch.device(d)
+        for d in ("cpu", "cuda")
+        if args.device in (d, "all") and (d == "cpu" or torch.cuda.is_available())
+    ]
     for device in devices:
         inner = 50 if device.type == "cuda" else 3
         iters = {m: make_iteration(m, device, args.batch) for m in VARIANTS}
@@ -64,15 +67,18 @@ def main() -> None:
             it(), it()
         times: dict[str, list[float]] = {m: [] for m in VARIANTS}
         for r in range(args.rounds):
-            for m in (VARIANTS if r % 2 == 0 else reversed(list(VARIANTS))):
+            for m in VARIANTS if r % 2 == 0 else reversed(list(VARIANTS)):
                 sync(device)
                 t0 = time.perf_counter()
                 for _ in range(inner):
                     iters[m]()
                 sync(device)
                 times[m].append(inner / (time.perf_counter() - t0))
-        print(f"\n{device.type}: torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
-              f"median of {args.rounds} interleaved rounds")
+        print(
+            f"\n{device.type}: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"batch {args.batch}, "
+            f"median of {args.rounds} interleaved rounds"
+        )
         print("| norm | it/s | vs none |\n|---|---|---|")
         base = statistics.median(times["none"])
         for m, ts in times.items():

@@ -1,9 +1,9 @@
 """Table 1 from run directories: mean ± standard error over seeds, beside the paper's numbers.
 
-    python scripts/make_table1.py runs/table1                          # final values
-    python scripts/make_table1.py runs/table1 --best-during-training   # best value of each run
-    python scripts/make_table1.py runs/table1 --expect table1_cifar10 --expect table1_stl10
-    python scripts/make_table1.py runs/smoke --metric d_real:max --out results/smoke
+    python -m scripts.make_table1 runs/table1                          # final values
+    python -m scripts.make_table1 runs/table1 --best-during-training   # best value of each run
+    python -m scripts.make_table1 runs/table1 --expect table1_cifar10 --expect table1_stl10
+    python -m scripts.make_table1 runs/smoke --metric d_real:max --out results/smoke
 
 Reads every run directory under RUNS_ROOT (its config.yaml and metrics.jsonl), groups the
 runs by dataset, norm and scale, and writes to --out (default: RUNS_ROOT) table1.md,
@@ -16,11 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from anywhere; hydra_plugins lives at the root
+from harness.results import METRICS, build_table, expected_from_preset, find_runs
+from harness.results.render import csv_rows, csv_scales, latex, markdown
 
-from bssn.results import METRICS, build_table, expected_from_preset, find_runs  # noqa: E402
-from bssn.results.render import csv_rows, csv_scales, latex, markdown  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def metric_spec(text: str) -> tuple[str, str]:
@@ -32,14 +31,29 @@ def metric_spec(text: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs_root", type=Path, help="folder holding run directories (searched recursively)")
-    parser.add_argument("--best-during-training", action="store_true",
-                        help="each run's best value of a metric instead of its final one")
+    parser.add_argument(
+        "runs_root", type=Path, help="folder holding run directories (searched recursively)"
+    )
+    parser.add_argument(
+        "--best-during-training",
+        action="store_true",
+        help="each run's best value of a metric instead of its final one",
+    )
     parser.add_argument("--out", type=Path, help="output folder (default: RUNS_ROOT)")
-    parser.add_argument("--expect", action="append", default=[], metavar="PRESET",
-                        help="report every cell of experiment=PRESET's sweep that has no run")
-    parser.add_argument("--metric", action="append", type=metric_spec, metavar="KEY:max|min",
-                        help="metrics to tabulate (default: is50k:max and fid10k_5k:min)")
+    parser.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="PRESET",
+        help="report every cell of experiment=PRESET's sweep that has no run",
+    )
+    parser.add_argument(
+        "--metric",
+        action="append",
+        type=metric_spec,
+        metavar="KEY:max|min",
+        help="metrics to tabulate (default: is50k:max and fid10k_5k:min)",
+    )
     parser.add_argument("--title", default="Table 1", help="heading of table1.md and table1.tex")
     parser.add_argument("--note", help="a line under the heading, e.g. what the runs are")
     args = parser.parse_args(argv)
@@ -60,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "table1.tex").write_text(latex(table, title, args.note))
     (out / "table1.csv").write_text(csv_rows(table))
     (out / "scales.csv").write_text(csv_scales(table))
-    print(f"{len(table.rows)} rows from {len(runs)} runs -> {out}/table1.{{md,tex,csv}}, scales.csv")
+    print(
+        f"{len(table.rows)} rows from {len(runs)} runs -> {out}/table1.{{md,tex,csv}}, scales.csv"
+    )
     for line in table.problems:
         print(f"missing or left out: {line}", file=sys.stderr)
     return 0

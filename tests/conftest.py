@@ -88,7 +88,7 @@ class ProjectedFrechet:
         self.shapes: list[tuple] = []
 
     def __call__(self, mu1, sigma1, mu2, sigma2) -> float:
-        from bssn.metrics import frechet_distance
+        from harness.metrics import frechet_distance
 
         self.shapes.append((mu1.shape, sigma1.shape, mu2.shape, sigma2.shape))
         p = self.basis
@@ -98,7 +98,7 @@ class ProjectedFrechet:
 @pytest.fixture
 def projected_frechet(monkeypatch) -> ProjectedFrechet:
     """compute_metrics' FID on a 64-d projection (see ProjectedFrechet); returns the spy."""
-    import bssn.metrics.compute as metrics_compute
+    import harness.metrics.compute as metrics_compute
 
     spy = ProjectedFrechet()
     monkeypatch.setattr(metrics_compute, "frechet_distance", spy)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,11 @@ from torch import nn
 import bssn
 from bssn import analysis
 from bssn.analysis import measure
-from bssn.training.config import validate
+from harness.results import figures as make_figures
+from harness.results import theorems as check_theorems
+from harness.training.config import validate
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import check_theorems  # noqa: E402
-import make_figures  # noqa: E402
 
 
 class Chain(nn.Module):
@@ -55,6 +53,7 @@ def linear(weight: list[list[float]], bias: list[float] | None = None) -> nn.Lin
 
 # --- theory ------------------------------------------------------------------------------
 
+
 def test_thm2_bound() -> None:
     assert analysis.thm2_bound(3, 5) == 1 / 5
     with pytest.raises(ValueError, match="positive"):
@@ -62,7 +61,8 @@ def test_thm2_bound() -> None:
 
 
 def test_thm3_bound_by_hand() -> None:
-    # c_out=8, c_in=2, 3x3: r1 = 8, r2 = 2, N = 144 -> 4 / (144 * (1/sqrt(8) + 1/sqrt(2))^2) = 4/162.
+    # c_out=8, c_in=2, 3x3: r1 = 8, r2 = 2, N = 144
+    # -> 4 / (144 * (1/sqrt(8) + 1/sqrt(2))^2) = 4/162.
     assert analysis.thm3_bound(8, 2, 3, 3) == pytest.approx(4 / 162)
     # The usual case's Xavier-like form 4 / (k^2 (sqrt(c_in) + sqrt(c_out))^2), the same number.
     assert 4 / (9 * (math.sqrt(2) + math.sqrt(8)) ** 2) == pytest.approx(4 / 162)
@@ -78,9 +78,12 @@ def test_prop1_bounds_by_hand() -> None:
 
 # --- measure, on hand-computed networks ---------------------------------------------------
 
+
 def test_spectral_norm_and_variance_by_hand() -> None:
     assert measure.spectral_norm(torch.diag(torch.tensor([3.0, -5.0, 1.0]))) == pytest.approx(5.0)
-    assert measure.spectral_norm(torch.tensor([3.0, 4.0]).view(2, 1, 1, 1)) == pytest.approx(5.0)  # W1 = [[3], [4]]
+    assert measure.spectral_norm(torch.tensor([3.0, 4.0]).view(2, 1, 1, 1)) == pytest.approx(
+        5.0
+    )  # W1 = [[3], [4]]
     assert measure.variance(torch.tensor([1.0, -1.0, 3.0, -3.0])) == pytest.approx(5.0)
 
 
@@ -143,8 +146,13 @@ def test_conv_kernel_gradient_needs_alpha() -> None:
 @pytest.mark.parametrize("mode", ["none", "sn", "snconv"])
 def test_prop1_bound_and_sigma_ratio_bounds_hold_on_a_random_conv_net(mode: str) -> None:
     """The paper's CNN in small: 3x3 s1 and 4x4 s2 convs, leaky ReLU 0.1, biases, a linear head."""
-    net = Chain(nn.Conv2d(3, 8, 3, 1, 1), nn.Conv2d(8, 8, 4, 2, 1), nn.Conv2d(8, 16, 3, 1, 1),
-                nn.Linear(16 * 4 * 4, 1), negative_slope=0.1)
+    net = Chain(
+        nn.Conv2d(3, 8, 3, 1, 1),
+        nn.Conv2d(8, 8, 4, 2, 1),
+        nn.Conv2d(8, 16, 3, 1, 1),
+        nn.Linear(16 * 4 * 4, 1),
+        negative_slope=0.1,
+    )
     for layer in net.layers:
         nn.init.normal_(layer.bias, std=0.1)
     bssn.apply(net, mode, input_size=(3, 8, 8))
@@ -155,7 +163,9 @@ def test_prop1_bound_and_sigma_ratio_bounds_hold_on_a_random_conv_net(mode: str)
     for i in range(3):  # every layer here has output positions whose window is inside the input
         assert 1 - 1e-2 <= out[f"sigma_ratio/layers.{i}"] <= out[f"sigma_ratio_bound/layers.{i}"]
     if mode == "snconv":  # snconv normalizes the operator itself
-        assert all(out[f"operator_norm/layers.{i}"] == pytest.approx(1.0, rel=2e-2) for i in range(3))
+        assert all(
+            out[f"operator_norm/layers.{i}"] == pytest.approx(1.0, rel=2e-2) for i in range(3)
+        )
 
 
 def test_variance_bounds_follow_scale_and_mode() -> None:
@@ -163,7 +173,9 @@ def test_variance_bounds_follow_scale_and_mode() -> None:
     bssn.apply(net, "bssn", scale=1.5)
     out = analysis.log_scalars(net, torch.randn(2, 3, 4, 4))
     assert out["variance_bound_thm2/layers.0"] == pytest.approx(1.5**2 / 27)  # W1: 8 x 27
-    assert out["variance_bound_thm3/layers.0"] == pytest.approx(1.5**2 * analysis.thm3_bound(8, 3, 3, 3))
+    assert out["variance_bound_thm3/layers.0"] == pytest.approx(
+        1.5**2 * analysis.thm3_bound(8, 3, 3, 3)
+    )
     assert out["variance_bound_thm2/layers.1"] == pytest.approx(1.5**2 / 128)
     assert "variance_bound_thm3/layers.1" not in out  # Thm. 3 is about conv kernels
     assert out["variance/layers.1"] <= out["variance_bound_thm2/layers.1"] * (1 + 1e-3)
@@ -200,6 +212,7 @@ def test_log_scalars_has_no_side_effects() -> None:
 
 # --- Thm. 1 option --------------------------------------------------------------------------
 
+
 def test_random_layer_scales_keep_the_geometric_mean() -> None:
     scales = analysis.random_layer_scales(3, 2.0, 0.5, seed=1)
     assert math.prod(scales) == pytest.approx(8.0)
@@ -211,7 +224,11 @@ def test_random_layer_scales_keep_the_geometric_mean() -> None:
 def test_set_layer_scales_sets_each_spectral_norm() -> None:
     net = Chain(linear([[2, 0], [0, 1]]), linear([[1, 0], [0, 3]]), linear([[3, 0.5]]))
     bssn.apply(net, "sn")
-    assert analysis.set_layer_scales(net, [0.5, 4.0, 0.5]) == {"layers.0": 0.5, "layers.1": 4.0, "layers.2": 0.5}
+    assert analysis.set_layer_scales(net, [0.5, 4.0, 0.5]) == {
+        "layers.0": 0.5,
+        "layers.1": 4.0,
+        "layers.2": 0.5,
+    }
     for _, layer, normalizer in bssn.normalized_layers(net):  # converge the estimates
         for _ in range(50):
             normalizer.advance(layer.parametrizations.weight.original)
@@ -234,19 +251,31 @@ def test_config_validates_layer_scales(tmp_path: Path) -> None:
 
 # --- scripts --------------------------------------------------------------------------------
 
+
 def _fabricate(path: Path, mode: str, scale: float, seed: int, is_curve: list[float]) -> None:
     """A run directory with the keys the loop and the evaluator write (3 layers, 3 log steps)."""
     path.mkdir(parents=True)
-    config = {"dataset": {"name": "cifar10"}, "norm": {"mode": mode, "layer_scales_geomean": None},
-              "scale": scale, "seed": seed, "out_dir": str(path.parent), "run_name": path.name}
+    config = {
+        "dataset": {"name": "cifar10"},
+        "norm": {"mode": mode, "layer_scales_geomean": None},
+        "scale": scale,
+        "seed": seed,
+        "out_dir": str(path.parent),
+        "run_name": path.name,
+    }
     OmegaConf.save(OmegaConf.create(config), path / "config.yaml")
     records = []
     for i, step in enumerate((100, 200, 300)):
         record = {"step": step, "is50k": is_curve[i], "fid10k_5k": 50 - 10 * is_curve[i]}
         for t, layer in enumerate(("c0", "c1", "linear")):
-            record |= {f"grad_norm/{layer}": 0.1 * (t + 1), f"prop1_grad/{layer}": 1.0 + t + i,
-                       f"prop1_bound/{layer}": 10.0, f"variance/{layer}": 1e-3, f"spectral_norm/{layer}": 1.0,
-                       f"variance_bound_thm2/{layer}": 2e-3}
+            record |= {
+                f"grad_norm/{layer}": 0.1 * (t + 1),
+                f"prop1_grad/{layer}": 1.0 + t + i,
+                f"prop1_bound/{layer}": 10.0,
+                f"variance/{layer}": 1e-3,
+                f"spectral_norm/{layer}": 1.0,
+                f"variance_bound_thm2/{layer}": 2e-3,
+            }
             if layer != "linear":
                 record |= {f"sigma_ratio/{layer}": 1.5, f"sigma_ratio_bound/{layer}": 3.0 - t}
         records.append(record)
@@ -263,17 +292,29 @@ def test_make_figures_draws_every_figure_from_fabricated_runs(tmp_path: Path, ca
     printed = capsys.readouterr().out
     assert "skipped thm1_scatter: no run with norm.layer_scales_geomean" in printed
     names = {p.name for p in written}
-    for figure in ("gradient_norms", "grad_norm_total", "variance", "sigma_ratio", "metric_curves", "best_vs_scale"):
+    for figure in (
+        "gradient_norms",
+        "grad_norm_total",
+        "variance",
+        "sigma_ratio",
+        "metric_curves",
+        "best_vs_scale",
+    ):
         assert {f"{figure}.png", f"{figure}.pdf"} <= names
     assert all(p.stat().st_size > 1000 for p in written)
     groups = make_figures.group_runs([make_figures.read_run(r) for r in runs])
-    assert [(label, len(members)) for label, members in groups] == [("scale=1.0", 2), ("scale=1.5", 2)]
+    assert [(label, len(members)) for label, members in groups] == [
+        ("scale=1.0", 2),
+        ("scale=1.5", 2),
+    ]
 
 
 def test_make_figures_skips_what_runs_lack(tmp_path: Path, capsys) -> None:
     run_dir = tmp_path / "bare"
     run_dir.mkdir()
-    OmegaConf.save(OmegaConf.create({"norm": {"mode": "sn"}, "scale": 1.0, "seed": 0}), run_dir / "config.yaml")
+    OmegaConf.save(
+        OmegaConf.create({"norm": {"mode": "sn"}, "scale": 1.0, "seed": 0}), run_dir / "config.yaml"
+    )
     (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, "d_loss": 1.0}) + "\n")
     assert make_figures.main([str(run_dir), "--out", str(tmp_path / "fig")]) == []
     assert capsys.readouterr().out.count("skipped") == 7
@@ -285,17 +326,30 @@ def test_make_figures_skips_what_runs_lack(tmp_path: Path, capsys) -> None:
 def test_real_tiny_run_logs_analysis_and_gets_its_figures(tmp_path: Path) -> None:
     """The loop logs log_scalars at log_freq; the Thm. 1 option sets each layer's norm."""
     write_mnist(tmp_path / "data", n=20)
-    run_dir = run(tmp_path, "dataset=mnist", f"dataset.root={tmp_path / 'data'}", "dataset.download=false",
-                  "dataset.resolution=28", "norm=sn", "norm.layer_scales_geomean=1.0",
-                  "train.iterations=2", "train.vis_freq=0", "run_name=thm1")
+    run_dir = run(
+        tmp_path,
+        "dataset=mnist",
+        f"dataset.root={tmp_path / 'data'}",
+        "dataset.download=false",
+        "dataset.resolution=28",
+        "norm=sn",
+        "norm.layer_scales_geomean=1.0",
+        "train.iterations=2",
+        "train.vis_freq=0",
+        "run_name=thm1",
+    )
     record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     scales = analysis.random_layer_scales(3, 1.0, 0.5, seed=0)
     # spectral_norm is sigma(W1) of c_i w / sigma_estimate; the estimate lags w by a step.
     got = [record[f"spectral_norm/{k}"] for k in ("features.0", "features.2", "linear")]
     assert got == pytest.approx(scales, rel=0.05)
-    assert all(record[f"prop1_grad/{k}"] <= record[f"prop1_bound/{k}"] for k in ("features.0", "linear"))
+    assert all(
+        record[f"prop1_grad/{k}"] <= record[f"prop1_bound/{k}"] for k in ("features.0", "linear")
+    )
     written = make_figures.main([str(run_dir), "--out", str(tmp_path / "fig"), "--formats", "png"])
-    assert {"thm1_scatter.png", "gradient_norms.png", "sigma_ratio.png"} <= {p.name for p in written}
+    assert {"thm1_scatter.png", "gradient_norms.png", "sigma_ratio.png"} <= {
+        p.name for p in written
+    }
 
 
 def test_check_theorems_tiny(tmp_path: Path, capsys) -> None:
@@ -303,4 +357,6 @@ def test_check_theorems_tiny(tmp_path: Path, capsys) -> None:
     printed = capsys.readouterr().out
     assert "upper bounds: worst max v / bound" in printed and "(hold)" in printed
     assert "Thm. 3   rademacher" in printed and "fitted E[v]" in printed
-    assert (tmp_path / "theorems.png").stat().st_size > 1000 and (tmp_path / "theorems.pdf").exists()
+    assert (tmp_path / "theorems.png").stat().st_size > 1000 and (
+        tmp_path / "theorems.pdf"
+    ).exists()

@@ -17,14 +17,19 @@ import bssn
 
 def small_d(bias: bool = True) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, 1, 1, bias=bias), nn.LeakyReLU(0.1),
-        nn.Conv2d(8, 16, 4, 2, 1, bias=bias), nn.LeakyReLU(0.1),
-        nn.Flatten(), nn.Linear(16 * 4 * 4, 1, bias=bias),
+        nn.Conv2d(3, 8, 3, 1, 1, bias=bias),
+        nn.LeakyReLU(0.1),
+        nn.Conv2d(8, 16, 4, 2, 1, bias=bias),
+        nn.LeakyReLU(0.1),
+        nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 1, bias=bias),
     )
 
 
 def vectors(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in module.state_dict().items() if k.rsplit(".", 1)[-1] in ("_u", "_v")}
+    return {
+        k: v.clone() for k, v in module.state_dict().items() if k.rsplit(".", 1)[-1] in ("_u", "_v")
+    }
 
 
 def all_modes_kwargs() -> list[tuple[str, dict]]:
@@ -49,7 +54,11 @@ def test_every_mode_trains_with_several_d_calls_and_gradient_penalty(mode: str, 
             eps = torch.rand(4, 1, 1, 1)
             mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
             grad = torch.autograd.grad(d(mix).sum(), mix, create_graph=True)[0]
-            loss = d(real).mean() - d(fake).mean() + 10 * (grad.flatten(1).norm(dim=1) - 1).square().mean()
+            loss = (
+                d(real).mean()
+                - d(fake).mean()
+                + 10 * (grad.flatten(1).norm(dim=1) - 1).square().mean()
+            )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -93,7 +102,9 @@ def test_state_dict_round_trip(mode: str, kw: dict) -> None:
         src(torch.randn(2, 3, 8, 8)).sum().backward()
         opt.step()
     torch.manual_seed(2)  # a different init and different vectors
-    kw_fresh = {k: v for k, v in kw.items() if k != "input_size"}  # snconv: shapes come from the file
+    kw_fresh = {
+        k: v for k, v in kw.items() if k != "input_size"
+    }  # snconv: shapes come from the file
     dst = bssn.apply(small_d(), mode, **kw_fresh)
     dst.load_state_dict(src.state_dict())
     for k, v in src.state_dict().items():
@@ -110,6 +121,34 @@ def test_state_dict_keys_hold_the_vectors() -> None:
     assert "0.parametrizations.weight.original" in keys
     assert {"0.parametrizations.weight.0.w1._u", "0.parametrizations.weight.0.w2._v"} <= keys
     assert "5.parametrizations.weight.0.w1._u" in keys  # the linear layer: plain SN vectors
+
+
+def test_assigning_the_weight_stores_it_as_torch_spectral_norm_does() -> None:
+    ours = bssn.apply(nn.Linear(5, 4), "sn")
+    torch.manual_seed(0)
+    theirs = nn.utils.parametrizations.spectral_norm(nn.Linear(5, 4))
+    ours.load_state_dict(
+        {k.replace("weight.0._", "weight.0.w1._"): v for k, v in theirs.state_dict().items()}
+    )
+    t = torch.randn(4, 5)
+    ours.weight = t
+    theirs.weight = t
+    assert torch.equal(ours.parametrizations.weight.original, t)
+    assert torch.equal(theirs.parametrizations.weight.original, t)
+    ours.eval(), theirs.eval()
+    # Both divide by u^T t v with their (not yet advanced) vectors.
+    u, v = ours.parametrizations.weight[0].w1._u, ours.parametrizations.weight[0].w1._v
+    torch.testing.assert_close(ours.weight, t / (u @ t @ v))
+    torch.testing.assert_close(ours.weight, theirs.weight)
+    for layer, mode in [(nn.Conv2d(3, 8, 3), "bssn"), (nn.Conv2d(3, 8, 3), "sn_diff_gamma")]:
+        layer = bssn.apply(layer, mode, **({"scale": 1.2} if mode == "bssn" else {}))
+        t = torch.randn(8, 3, 3, 3)
+        if mode == "sn_diff_gamma":
+            with torch.no_grad():
+                layer.parametrizations.weight[1].gamma.fill_(2.0)
+        layer.weight = t
+        stored = layer.parametrizations.weight.original
+        torch.testing.assert_close(stored, t if mode == "bssn" else t / 2.0)
 
 
 @pytest.mark.parametrize("mode", ["sn_same_gamma", "sn_diff_gamma"])
@@ -181,7 +220,9 @@ def test_deepcopy_is_independent() -> None:
     d = bssn.apply(small_d(), "snconv", input_size=(3, 8, 8))
     e = copy.deepcopy(d)
     e(torch.randn(1, 3, 8, 8))
-    assert not torch.equal(vectors(d)["0.parametrizations.weight.0._u"], vectors(e)["0.parametrizations.weight.0._u"])
+    assert not torch.equal(
+        vectors(d)["0.parametrizations.weight.0._u"], vectors(e)["0.parametrizations.weight.0._u"]
+    )
 
 
 def test_torch_compile_matches_eager() -> None:

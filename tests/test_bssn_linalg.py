@@ -1,4 +1,4 @@
-"""SPEC.md section 2: every normalization mode against exact linear algebra."""
+"""docs/normalization.md: every normalization mode against exact linear algebra."""
 
 from __future__ import annotations
 
@@ -14,10 +14,15 @@ from torch.nn.utils import parametrize
 import bssn
 from bssn.parametrizations import ConvSpectralNorm
 
-# (c_out, c_in, k, stride) of the paper's CIFAR10 CNN discriminator (SPEC.md section 3).
+# (c_out, c_in, k, stride) of the paper's CIFAR10 CNN discriminator (docs/architectures.md).
 CIFAR_D_CONVS = [
-    (64, 3, 3, 1), (64, 64, 4, 2), (128, 64, 3, 1), (128, 128, 4, 2),
-    (256, 128, 3, 1), (256, 256, 4, 2), (512, 256, 3, 1),
+    (64, 3, 3, 1),
+    (64, 64, 4, 2),
+    (128, 64, 3, 1),
+    (128, 128, 4, 2),
+    (256, 128, 3, 1),
+    (256, 256, 4, 2),
+    (512, 256, 3, 1),
 ]
 
 
@@ -119,10 +124,14 @@ def test_snconv_sigma_matches_svd_of_dense_operator(
     # The forward operator has spectral norm 1.
     normalized = nn.Conv2d(c_in, c_out, k, stride, 1, bias=False)
     normalized.weight.data = conv.weight.detach()
-    assert torch.linalg.svdvals(dense_conv_matrix(normalized, size, size))[0].item() == pytest.approx(1.0, rel=1e-4)
+    assert torch.linalg.svdvals(dense_conv_matrix(normalized, size, size))[
+        0
+    ].item() == pytest.approx(1.0, rel=1e-4)
 
 
-@pytest.mark.parametrize("size,k,stride,padding", [(7, 3, 2, 1), (8, 4, 2, 1), (9, 3, 1, 0), (6, 5, 3, 2)])
+@pytest.mark.parametrize(
+    "size,k,stride,padding", [(7, 3, 2, 1), (8, 4, 2, 1), (9, 3, 1, 0), (6, 5, 3, 2)]
+)
 def test_snconv_adjoint_is_exact(size: int, k: int, stride: int, padding: int) -> None:
     """<T x, y> = <x, T* y>: conv_transpose2d with the computed output_padding is T's adjoint."""
     conv = nn.Conv2d(3, 4, k, stride, padding, bias=False)
@@ -132,7 +141,9 @@ def test_snconv_adjoint_is_exact(size: int, k: int, stride: int, padding: int) -
     w = conv.weight.detach().double()
     tx = norm._conv(x, w)
     y = torch.randn_like(tx)
-    assert torch.sum(tx * y).item() == pytest.approx(torch.sum(x * norm._conv_adjoint(y, w)).item(), rel=1e-10)
+    assert torch.sum(tx * y).item() == pytest.approx(
+        torch.sum(x * norm._conv_adjoint(y, w)).item(), rel=1e-10
+    )
 
 
 @pytest.mark.parametrize("c_out,c_in,k,stride", CIFAR_D_CONVS[:4])
@@ -171,7 +182,9 @@ def test_thm2_sn_variance_at_most_lecun(c_out: int, c_in: int, k: int, stride: i
     conv = nn.Conv2d(c_in, c_out, k, stride, 1)
     bssn.apply(conv, "sn")
     converge(conv)
-    assert conv.weight.detach().double().square().mean().item() <= (1 + 1e-3) / max(conv.weight[0].numel(), c_out)
+    assert conv.weight.detach().double().square().mean().item() <= (1 + 1e-3) / max(
+        conv.weight[0].numel(), c_out
+    )
 
 
 @pytest.mark.parametrize("c_out,c_in,k,stride", CIFAR_D_CONVS + [(3, 64, 3, 1), (256, 2, 1, 1)])
@@ -181,7 +194,9 @@ def test_thm3_bsn_variance_bound(c_out: int, c_in: int, k: int, stride: int) -> 
     r1, r2, n = min(c_out, c_in * k * k), min(c_in, c_out * k * k), w.numel()
     bound = 4 / (n * (1 / math.sqrt(r1) + 1 / math.sqrt(r2)) ** 2)
     assert (w / ((s1 + s2) / 2)).square().mean().item() <= bound
-    if r1 == c_out and r2 == c_in:  # the usual case: Xavier-like 4 / (k^2 (sqrt(c_in)+sqrt(c_out))^2)
+    if (
+        r1 == c_out and r2 == c_in
+    ):  # the usual case: Xavier-like 4 / (k^2 (sqrt(c_in)+sqrt(c_out))^2)
         assert bound == pytest.approx(4 / (k * k * (math.sqrt(c_in) + math.sqrt(c_out)) ** 2))
     conv = nn.Conv2d(c_in, c_out, k, stride, 1)
     conv.weight.data = w.float()
@@ -200,10 +215,12 @@ def _layer_gradient_norms(net: nn.Sequential, x: torch.Tensor) -> list[float]:
     hooks = []
     for layer in net:
         if isinstance(layer, (nn.Conv2d, nn.Linear)):
+
             def hook(mod, args, out):
                 inputs.append(args[0].detach())
                 out.retain_grad()
                 outputs.append(out)
+
             hooks.append(layer.register_forward_hook(hook))
     net(x).sum().backward()
     for h in hooks:
@@ -216,8 +233,13 @@ def test_prop1_gradient_bound_linear_net(slope: float) -> None:
     """Prop. 1: with ||W_i||_sp <= 1, every layer's gradient norm is <= ||x||."""
     torch.manual_seed(1)
     net = nn.Sequential(
-        nn.Linear(30, 60, bias=False), nn.LeakyReLU(slope), nn.Linear(60, 40, bias=False),
-        nn.LeakyReLU(slope), nn.Linear(40, 20, bias=False), nn.LeakyReLU(slope), nn.Linear(20, 1, bias=False),
+        nn.Linear(30, 60, bias=False),
+        nn.LeakyReLU(slope),
+        nn.Linear(60, 40, bias=False),
+        nn.LeakyReLU(slope),
+        nn.Linear(40, 20, bias=False),
+        nn.LeakyReLU(slope),
+        nn.Linear(20, 1, bias=False),
     )
     bssn.apply(net, "sn")
     converge(net, 2000)
@@ -242,9 +264,12 @@ def test_prop1_gradient_bound_conv_net_needs_the_operator_norm() -> None:
     """Convs: the bound holds with snconv; with sn only up to the alpha_i factors (fact 5)."""
     torch.manual_seed(2)
     net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.LeakyReLU(0.1),
-        nn.Conv2d(8, 8, 4, 2, 1, bias=False), nn.LeakyReLU(0.1),
-        nn.Flatten(), nn.Linear(8 * 4 * 4, 1, bias=False),
+        nn.Conv2d(3, 8, 3, 1, 1, bias=False),
+        nn.LeakyReLU(0.1),
+        nn.Conv2d(8, 8, 4, 2, 1, bias=False),
+        nn.LeakyReLU(0.1),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 1, bias=False),
     )
     alphas = [3.0, 2.0, 1.0]
     sn_net = bssn.apply(copy.deepcopy(net), "sn")

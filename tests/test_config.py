@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from bssn.training.config import config_differences, register_configs, to_container, validate
+from harness.training.config import config_differences, register_configs, to_container, validate
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 register_configs()
@@ -30,12 +30,18 @@ def make(*overrides: str):
         ("mnist", "dcgan_mnist", 28, 100_000, 1e-4, (0.5, 0.999), 1, 64, None),
     ],
 )
-def test_dataset_picks_model_and_paper_settings(dataset, model, res, iters, lr, betas, n_dis, batch, g_batch) -> None:
+def test_dataset_picks_model_and_paper_settings(
+    dataset, model, res, iters, lr, betas, n_dis, batch, g_batch
+) -> None:
     cfg = make(f"dataset={dataset}")
     validate(cfg)
     assert (cfg.model.name, cfg.dataset.resolution, cfg.train.iterations) == (model, res, iters)
     assert (cfg.optim.lr_g, cfg.optim.lr_d, (cfg.optim.beta1, cfg.optim.beta2)) == (lr, lr, betas)
-    assert (cfg.train.n_dis, cfg.train.batch_size, cfg.train.g_batch_size) == (n_dis, batch, g_batch)
+    assert (cfg.train.n_dis, cfg.train.batch_size, cfg.train.g_batch_size) == (
+        n_dis,
+        batch,
+        g_batch,
+    )
     assert cfg.loss.name == "hinge" and cfg.eval.every == 10_000
 
 
@@ -50,19 +56,41 @@ def test_the_readme_command() -> None:
 
 def test_command_line_beats_dataset_and_presets() -> None:
     cfg = make("dataset=cifar10", "model=resnet", "optim.lr_d=3e-4", "experiment=ndis5")
-    assert (cfg.model.name, cfg.optim.lr_d, cfg.train.n_dis, cfg.optim.beta2) == ("resnet", 3e-4, 5, 0.9)
+    assert (cfg.model.name, cfg.optim.lr_d, cfg.train.n_dis, cfg.optim.beta2) == (
+        "resnet",
+        3e-4,
+        5,
+        0.9,
+    )
 
 
 @pytest.mark.parametrize(
     "preset,check",
     [
-        ("table1_cifar10", lambda c: c.dataset.name == "cifar10" and c.eval.metrics == ["is50k", "fid10k_5k"]),
+        (
+            "table1_cifar10",
+            lambda c: c.dataset.name == "cifar10" and c.eval.metrics == ["is50k", "fid10k_5k"],
+        ),
         ("table1_imagenet", lambda c: c.model.name == "resnet" and c.train.n_dis == 5),
         ("lr_g2e-4_d1e-4", lambda c: (c.optim.lr_g, c.optim.lr_d) == (2e-4, 1e-4)),
         ("stl10_ndis5", lambda c: c.train.iterations == 400_000 and c.dataset.resolution == 48),
-        ("gamma_same", lambda c: c.norm.mode == "sn_same_gamma" and c.loss.name == "wgan_gp" and c.loss.gp_weight == 10),
+        (
+            "gamma_same",
+            lambda c: (
+                c.norm.mode == "sn_same_gamma"
+                and c.loss.name == "wgan_gp"
+                and c.loss.gp_weight == 10
+            ),
+        ),
         ("gamma_diff", lambda c: c.norm.mode == "sn_diff_gamma" and c.loss.name == "wgan_gp"),
-        ("quickstart", lambda c: c.dataset.name == "shapes" and c.eval.every == 0 and c.logger.wandb.mode == "disabled"),
+        (
+            "quickstart",
+            lambda c: (
+                c.dataset.name == "shapes"
+                and c.eval.every == 0
+                and c.logger.wandb.mode == "disabled"
+            ),
+        ),
     ],
 )
 def test_experiment_presets(preset: str, check) -> None:
@@ -109,7 +137,9 @@ def test_bad_values_are_rejected_by_name(override: str, message: str) -> None:
 
 def test_config_differences_ignore_what_may_change_on_resume() -> None:
     a = to_container(make("dataset=cifar10"))
-    b = to_container(make("dataset=cifar10", "train.iterations=500000", "logger=files", "dataset.root=/data"))
+    b = to_container(
+        make("dataset=cifar10", "train.iterations=500000", "logger=files", "dataset.root=/data")
+    )
     assert config_differences(a, b) == []
     c = to_container(make("dataset=cifar10", "norm=ssn", "scale=1.4"))
     assert config_differences(a, c) == ["norm.mode: 'bssn' -> 'ssn'", "scale: 1.0 -> 1.4"]

@@ -1,4 +1,5 @@
-"""Datasets and the batch stream (SPEC sections 3-5), on tiny files in the real formats.
+"""Datasets and the batch stream (docs/training.md, docs/metrics.md), on tiny files in the
+real formats.
 
 torchvision md5-checks the CIFAR10, STL10 and CelebA files against the published
 archives, which fabricated files can never match. Tests that load such files replace

@@ -1,4 +1,4 @@
-"""bssn.metrics (SPEC section 5): FID/IS math, uint8 conversion, protocols, weights lookup,
+"""harness.metrics (docs/metrics.md): FID/IS math, uint8 conversion, protocols, weights lookup,
 reference-statistics cache and an end-to-end run on Inception weights of random values."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import Dataset
 from torch_fidelity.metric_isc import isc_features_to_metric
 
-import bssn.metrics.frechet as frechet_module
-from bssn.metrics import (
+import harness.metrics.frechet as frechet_module
+from harness.metrics import (
     INCEPTION_WEIGHTS_FILENAME,
     PROTOCOLS,
     FeatureMoments,
@@ -30,8 +30,8 @@ from bssn.metrics import (
     to_uint8,
     weights_sha256,
 )
-from bssn.metrics.extractor import extract, extract_generated
-from bssn.metrics.reference_stats import real_indices
+from harness.metrics.extractor import extract, extract_generated
+from harness.metrics.reference_stats import real_indices
 
 # --- Frechet distance ------------------------------------------------------------------
 
@@ -420,7 +420,7 @@ def test_end_to_end_fid_and_is(tmp_path, random_weights, projected_frechet):
         10,
         True,
     )
-    # One image per split: p(y) = p(y|x), so IS is exactly 1 (the value is checked by the unit tests).
+    # One image per split: p(y) = p(y|x), so IS is exactly 1 (the unit tests check the value).
     assert first["is50k"]["mean"] == pytest.approx(1.0, abs=1e-9)
     hash_a = weights_sha256(weights_a)
     assert first["protocol"]["weights_sha256"] == hash_a

@@ -1,4 +1,4 @@
-"""Architecture tests for models/ (SPEC §3): parameter counts, shapes, strides, init."""
+"""Architecture tests for models/ (docs/architectures.md): parameter counts, shapes, init."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from models import (
     build_models,
 )
 
-# Expected counts are computed from the layer shapes SPEC §3 lists, independently of the code.
+# Expected counts are computed from the layer shapes docs/architectures.md lists,
+# independently of the code.
 CNN_D_CONVS = [
     (3, 1, 64),
     (4, 2, 64),

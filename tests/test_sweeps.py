@@ -20,24 +20,29 @@ from omegaconf import OmegaConf
 from submitit.core.utils import DelayedSubmission
 
 import bssn
-from bssn.results import build_table, expected_from_preset, find_runs
-from bssn.results.paper import PAPER
-from bssn.training import distributed
-from bssn.training.checkpoint import latest_step
-from bssn.training.config import register_configs, to_container
+from harness.results import build_table, expected_from_preset, find_runs
+from harness.results.paper import PAPER
+from harness.training import distributed
+from harness.training.checkpoint import latest_step
+from harness.training.config import register_configs, to_container
 from hydra_plugins.bssn_sweeps.grid_sweeper import expand
+from scripts import make_table1
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-sys.path.insert(0, str(ROOT / "scripts"))
-import make_table1  # noqa: E402
 
 register_configs()
 # test_train's TINY run, cut to 2 iterations that log once (at the end: the analysis scalars
 # cost seconds per log on a CPU) and checkpoint after each.
 TINY = [
-    "experiment=quickstart", "dataset.resolution=16", "train.batch_size=8", "train.iterations=2",
-    "train.log_freq=100", "train.vis_freq=0", "train.ckpt_freq=1", "logger.progress=false",
+    "experiment=quickstart",
+    "dataset.resolution=16",
+    "train.batch_size=8",
+    "train.iterations=2",
+    "train.log_freq=100",
+    "train.vis_freq=0",
+    "train.ckpt_freq=1",
+    "logger.progress=false",
 ]
 SPEC_SCALES = [0.7, 0.8, 0.9, 1.0, 1.2, 1.4, 1.6]
 CIFAR_BSSN = SPEC_SCALES + [1.8, 2.0, 2.2, 2.4, 2.6, 2.8, 3.0, 3.2, 3.4, 3.6, 3.8, 4.0]
@@ -75,7 +80,10 @@ def test_expand_unions_products_and_the_command_line_wins() -> None:
     assert expand({}, [{"norm": "sn"}, {"norm": "sn"}], []) == [["norm=sn"]]  # once
     # No grids: params times the command line, like Hydra's basic sweeper.
     assert expand({"seed": "0,1"}, [], ["norm=ssn,bssn"]) == [
-        ["seed=0", "norm=ssn"], ["seed=0", "norm=bssn"], ["seed=1", "norm=ssn"], ["seed=1", "norm=bssn"],
+        ["seed=0", "norm=ssn"],
+        ["seed=0", "norm=bssn"],
+        ["seed=1", "norm=ssn"],
+        ["seed=1", "norm=bssn"],
     ]
 
 
@@ -92,7 +100,9 @@ def test_table1_presets_sweep_the_papers_grid_and_only_valid_cells(preset, seeds
     cells = expected_from_preset(preset, CONFIGS)
     dataset = preset.removeprefix("table1_")
     want = {(dataset, norm, 1.0, seed) for norm in ("sn", "bsn") for seed in range(seeds)}
-    want |= {(dataset, norm, s, seed) for norm, ss in scales.items() for s in ss for seed in range(seeds)}
+    want |= {
+        (dataset, norm, s, seed) for norm, ss in scales.items() for s in ss for seed in range(seeds)
+    }
     assert cells == want
     for _, norm, scale, _ in cells:
         bssn.modes.check_scale(scale, norm)  # sn/bsn at 1 only: what bssn.apply accepts
@@ -105,19 +115,32 @@ def test_dry_run_lists_jobs_and_status_and_launches_nothing(tmp_path, monkeypatc
     for folder, step in ((finished, 800_000), (half, 5000)):
         folder.mkdir(parents=True)
         (folder / f"ckpt_{step:07d}.pt").touch()
-    multirun(monkeypatch, "experiment=table1_stl10", "seed=0", f"out_dir={out}", "hydra.sweeper.dry_run=true")
+    multirun(
+        monkeypatch,
+        "experiment=table1_stl10",
+        "seed=0",
+        f"out_dir={out}",
+        "hydra.sweeper.dry_run=true",
+    )
     log = capsys.readouterr().out
     assert "16 runs: 15 to launch, 1 finished (dry run: nothing launched)" in log
     assert f"finished               {out}/stl10-cnn-bssn-s1.2-seed0" in log
     assert f"resumes at 5000/800000 {out}/stl10-cnn-sn-s1.0-seed0" in log
     assert f"new                    {out}/stl10-cnn-ssn-s0.7-seed0" in log
-    assert sorted(p.name for p in out.iterdir()) == ["stl10-cnn-bssn-s1.2-seed0", "stl10-cnn-sn-s1.0-seed0"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "stl10-cnn-bssn-s1.2-seed0",
+        "stl10-cnn-sn-s1.0-seed0",
+    ]
 
 
 def test_a_bad_cell_fails_before_anything_is_launched(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
-    with pytest.raises(ValueError, match=r"sweep job seed=0 norm=sn .*scale=1\.5.*: mode 'sn' has no scale"):
-        multirun(monkeypatch, "experiment=table1_stl10", "seed=0", "scale=1.5", f"out_dir={tmp_path}")
+    with pytest.raises(
+        ValueError, match=r"sweep job seed=0 norm=sn .*scale=1\.5.*: mode 'sn' has no scale"
+    ):
+        multirun(
+            monkeypatch, "experiment=table1_stl10", "seed=0", "scale=1.5", f"out_dir={tmp_path}"
+        )
     assert not tmp_path.joinpath("multirun.yaml").exists()
 
 
@@ -134,7 +157,9 @@ def test_appendix_grid_cells_are_the_single_presets_runs(dataset) -> None:
         setting = Path(values["out_dir"]).name
         single = f"gamma_{values['norm'].split('_')[1]}" if setting == "gamma" else setting
         grid_cfg = compose_cfg(f"experiment=appendix_{dataset}", *job)
-        single_cfg = compose_cfg(f"dataset={dataset}", f"experiment={single}", f"norm={values['norm']}", "seed=0")
+        single_cfg = compose_cfg(
+            f"dataset={dataset}", f"experiment={single}", f"norm={values['norm']}", "seed=0"
+        )
         assert to_container(grid_cfg) == to_container(single_cfg), job
         folders.add(grid_cfg.out_dir)
     assert len(folders) == 5
@@ -148,7 +173,9 @@ def test_slurm_launcher_submits_one_array_with_ddp_and_requeue(tmp_path, monkeyp
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
-    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {tmp_path}/submitted.sh\necho "Submitted batch job 4242"\n')
+    (bin_dir / "sbatch").write_text(
+        f'#!/bin/sh\ncp "$1" {tmp_path}/submitted.sh\necho "Submitted batch job 4242"\n'
+    )
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -156,13 +183,30 @@ def test_slurm_launcher_submits_one_array_with_ddp_and_requeue(tmp_path, monkeyp
     monkeypatch.setattr(submitit.slurm.slurm.SlurmJob, "results", lambda self: [done])
     out = tmp_path / "runs"
 
-    multirun(monkeypatch, "experiment=table1_imagenet", "seed=0", f"out_dir={out}", "launcher=slurm",
-             "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=4", "hydra.launcher.nodes=2",
-             "hydra.launcher.timeout_min=600")
+    multirun(
+        monkeypatch,
+        "experiment=table1_imagenet",
+        "seed=0",
+        f"out_dir={out}",
+        "launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.gpus_per_node=4",
+        "hydra.launcher.nodes=2",
+        "hydra.launcher.timeout_min=600",
+    )
 
     script = (tmp_path / "submitted.sh").read_text()
-    for line in ("--partition=gpu", "--nodes=2", "--gpus-per-node=4", "--ntasks-per-node=4",
-                 "--cpus-per-task=8", "--mem=64GB", "--time=600", "--signal=USR2@120", "--array=0-9%10"):
+    for line in (
+        "--partition=gpu",
+        "--nodes=2",
+        "--gpus-per-node=4",
+        "--ntasks-per-node=4",
+        "--cpus-per-task=8",
+        "--mem=64GB",
+        "--time=600",
+        "--signal=USR2@120",
+        "--array=0-9%10",
+    ):
         assert f"#SBATCH {line}\n" in script, line
     assert "export SUBMITIT_EXECUTOR=slurm" in script and "srun --unbuffered" in script
     assert "-m submitit.core._submit" in script
@@ -177,10 +221,23 @@ def test_slurm_launcher_submits_one_array_with_ddp_and_requeue(tmp_path, monkeyp
 
 
 SLURM_TASK = {
-    "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "8", "SLURM_JOB_NUM_NODES": "2",
-    "SLURM_NODEID": "1", "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[017-018]",
+    "SUBMITIT_EXECUTOR": "slurm",
+    "SLURM_JOB_ID": "4242",
+    "SLURM_NTASKS": "8",
+    "SLURM_JOB_NUM_NODES": "2",
+    "SLURM_NODEID": "1",
+    "SLURM_PROCID": "5",
+    "SLURM_LOCALID": "1",
+    "SLURM_JOB_NODELIST": "gpu[017-018]",
 }
-TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+TORCHRUN_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
 
 
 @pytest.fixture
@@ -199,8 +256,15 @@ def test_submitit_task_gets_torchrun_variables(clean_env) -> None:
         clean_env.setenv(key, value)
     assert distributed.export_submitit_env()
     got = {key: os.environ[key] for key in TORCHRUN_VARS}
-    assert {k: got[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR")} == {
-        "RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4", "MASTER_ADDR": "gpu017"}
+    assert {
+        k: got[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR")
+    } == {
+        "RANK": "5",
+        "WORLD_SIZE": "8",
+        "LOCAL_RANK": "1",
+        "LOCAL_WORLD_SIZE": "4",
+        "MASTER_ADDR": "gpu017",
+    }
     assert 20_000 <= int(got["MASTER_PORT"]) <= 60_000
     assert "CUDA_VISIBLE_DEVICES" not in os.environ  # each task sees the node's GPUs
     # Another task of the same job agrees on the master.
@@ -231,8 +295,9 @@ def test_two_submitit_tasks_form_one_process_group(tmp_path, clean_env) -> None:
 # --- make_table1 on fabricated logs ---------------------------------------------------
 
 
-def write_run(root: Path, base: dict, norm: str, scale: float, seed: int,
-              history: list[dict], **changes) -> Path:
+def write_run(
+    root: Path, base: dict, norm: str, scale: float, seed: int, history: list[dict], **changes
+) -> Path:
     config = OmegaConf.create(base)
     config.norm.mode, config.scale, config.seed = norm, scale, seed
     for key, value in changes.items():
@@ -244,14 +309,22 @@ def write_run(root: Path, base: dict, norm: str, scale: float, seed: int,
     return run_dir
 
 
-def log(is_final: float, fid_final: float, is_mid: float = 1.0, fid_mid: float = 100.0) -> list[dict]:
-    return [{"step": 100, "d_loss": 1.0}, {"step": 200_000, "is50k": is_mid, "fid10k_5k": fid_mid},
-            {"step": 400_000, "is50k": is_final, "is50k_std": 0.1, "fid10k_5k": fid_final}]
+def log(
+    is_final: float, fid_final: float, is_mid: float = 1.0, fid_mid: float = 100.0
+) -> list[dict]:
+    return [
+        {"step": 100, "d_loss": 1.0},
+        {"step": 200_000, "is50k": is_mid, "fid10k_5k": fid_mid},
+        {"step": 400_000, "is50k": is_final, "is50k_std": 0.1, "fid10k_5k": fid_final},
+    ]
 
 
 SN_IS, SN_FID = [7.0, 7.1, 7.2, 7.3, 7.4], [30.0, 31.0, 32.0, 33.0, 34.0]
 BSSN_IS = {1.0: [7.4, 7.5, 7.6, 7.5, 7.5], 1.2: [7.7, 7.8, 7.9, 7.8]}  # seed 4 of 1.2 never ran
-BSSN_FID = {1.0: [26.0, 27.0, 28.0, 27.0], 1.2: [29.0, 30.0, 31.0, 30.0]}  # seed 4 of 1.0: no final FID
+BSSN_FID = {
+    1.0: [26.0, 27.0, 28.0, 27.0],
+    1.2: [29.0, 30.0, 31.0, 30.0],
+}  # seed 4 of 1.0: no final FID
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +333,14 @@ def fabricated(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("table1")
     base = OmegaConf.to_container(compose_cfg("experiment=table1_cifar10"), resolve=True)
     for seed in range(5):
-        write_run(root, base, "sn", 1.0, seed, log(SN_IS[seed], SN_FID[seed], is_mid=7.9 if seed == 0 else 1.0))
+        write_run(
+            root,
+            base,
+            "sn",
+            1.0,
+            seed,
+            log(SN_IS[seed], SN_FID[seed], is_mid=7.9 if seed == 0 else 1.0),
+        )
         history = log(BSSN_IS[1.0][seed], BSSN_FID[1.0][min(seed, 3)])
         if seed == 4:
             history[-1].pop("fid10k_5k")
@@ -302,13 +382,18 @@ def test_missing_unfinished_and_metricless_runs_are_reported(fabricated) -> None
         f"cifar10 bssn s=1.4 seed=0: unfinished (200000/400000 iterations), not counted: "
         f"{fabricated}/cifar10-cnn-bssn-s1.4-seed0",
     ]
-    assert (f"cifar10 bssn s=1 seed=4: fid10k_5k last logged at step 200000, not at the final step "
-            f"400000; not counted: {fabricated}/cifar10-cnn-bssn-s1.0-seed4") in problems
+    assert (
+        f"cifar10 bssn s=1 seed=4: fid10k_5k last logged at step 200000, not at the final step "
+        f"400000; not counted: {fabricated}/cifar10-cnn-bssn-s1.0-seed4"
+    ) in problems
     assert len(problems) == 7
     # Against the preset's grid, every cell never run is reported too.
     expected = expected_from_preset("table1_cifar10", CONFIGS)
     problems = build_table(find_runs(fabricated), expected=expected).problems
-    assert "cifar10 ssn s=10 seed=3: no run" in problems and "cifar10 bsn s=1 seed=0: no run" in problems
+    assert (
+        "cifar10 ssn s=10 seed=3: no run" in problems
+        and "cifar10 bsn s=1 seed=0: no run" in problems
+    )
     assert sum(p.endswith(": no run") for p in problems) == 240 - 15
 
 
@@ -323,7 +408,9 @@ def test_runs_of_two_settings_or_twice_the_same_cell_are_refused(tmp_path) -> No
     base = OmegaConf.to_container(compose_cfg("experiment=table1_cifar10"), resolve=True)
     write_run(tmp_path / "a", base, "sn", 1.0, 0, log(7.0, 30.0))
     write_run(tmp_path / "a", base, "sn", 1.0, 1, log(7.0, 30.0), **{"optim.lr_d": 2e-4})
-    with pytest.raises(ValueError, match=r"different training settings.*\n  optim.lr_d: 0.0001 -> 0.0002"):
+    with pytest.raises(
+        ValueError, match=r"different training settings.*\n  optim.lr_d: 0.0001 -> 0.0002"
+    ):
         build_table(find_runs(tmp_path / "a"))
     write_run(tmp_path / "b" / "x", base, "sn", 1.0, 0, log(7.0, 30.0))
     write_run(tmp_path / "b" / "y", base, "sn", 1.0, 0, log(7.0, 30.0))
@@ -335,10 +422,16 @@ def test_make_table1_writes_markdown_latex_and_csv(fabricated, tmp_path, capsys)
     assert make_table1.main([str(fabricated), "--out", str(tmp_path)]) == 0
     md = (tmp_path / "table1.md").read_text()
     assert "| CIFAR10 | IS (is50k) | SN | 1 | 0,1,2,3,4 | 7.20 ± 0.07 | 7.12 ± 0.07 | +0.8 |" in md
-    assert "| CIFAR10 | FID (fid10k_5k) | BSSN | 1 (best of 2) | 0,1,2,3 | 27.00 ± 0.41 | 26.94 ± 0.58 | +0.1 |" in md
+    assert (
+        "| CIFAR10 | FID (fid10k_5k) | BSSN | 1 (best of 2) | 0,1,2,3 | "
+        "27.00 ± 0.41 | 26.94 ± 0.58 | +0.1 |" in md
+    )
     assert "- cifar10 bssn s=1.2 seed=4: no run" in md
     tex = (tmp_path / "table1.tex").read_text()
-    assert r"CIFAR10 & IS (is50k) & BSSN & 1.2 (best of 2) & 0,1,2,3 & $7.80 \pm 0.04$ & $7.54 \pm 0.04$ & +4.5 \\" in tex
+    assert (
+        r"CIFAR10 & IS (is50k) & BSSN & 1.2 (best of 2) & 0,1,2,3 & "
+        r"$7.80 \pm 0.04$ & $7.54 \pm 0.04$ & +4.5 \\" in tex
+    )
     rows = list(csv.DictReader((tmp_path / "table1.csv").open()))
     assert len(rows) == 4 and {r["norm"] for r in rows} == {"sn", "bssn"}
     assert float(rows[0]["mean"]) == pytest.approx(7.2) and rows[0]["paper_mean"] == "7.12"
@@ -351,36 +444,59 @@ def test_make_table1_writes_markdown_latex_and_csv(fabricated, tmp_path, capsys)
 
 
 @pytest.mark.slow
-def test_tiny_sweep_skips_finished_resumes_the_rest_and_ends_in_a_table(tmp_path, monkeypatch, capsys) -> None:
+def test_tiny_sweep_skips_finished_resumes_the_rest_and_ends_in_a_table(
+    tmp_path, monkeypatch, capsys
+) -> None:
     """2 norms x 2 scales x 2 seeds of 2 iterations on 16x16 shapes (training scalars stand
     in for IS/FID: Inception takes about a second per image on a CPU; the IS/FID columns are
     tested on fabricated logs above)."""
     out = tmp_path / "runs"
-    sweep = [*TINY, f"out_dir={out}", f"dataset.root={tmp_path / 'data'}",
-             "norm=ssn,bssn", "scale=1.0,1.2", "seed=0,1"]
+    sweep = [
+        *TINY,
+        f"out_dir={out}",
+        f"dataset.root={tmp_path / 'data'}",
+        "norm=ssn,bssn",
+        "scale=1.0,1.2",
+        "seed=0,1",
+    ]
     multirun(monkeypatch, *sweep)
     runs = sorted(p.name for p in out.iterdir() if p.is_dir())
-    assert runs == sorted(f"shapes-cnn-{n}-s{s}-seed{seed}" for n in ("ssn", "bssn")
-                          for s in ("1.0", "1.2") for seed in (0, 1))
+    assert runs == sorted(
+        f"shapes-cnn-{n}-s{s}-seed{seed}"
+        for n in ("ssn", "bssn")
+        for s in ("1.0", "1.2")
+        for seed in (0, 1)
+    )
     assert all(latest_step(out / r) == 2 for r in runs)
 
     # Interrupted run: its last checkpoint is gone. Re-launching resumes it alone.
     victim = out / "shapes-cnn-bssn-s1.2-seed1"
     (victim / "checkpoints" / "ckpt_0000002.pt").unlink()
-    untouched = {r: (out / r / "checkpoints" / "ckpt_0000002.pt").stat().st_mtime_ns for r in runs if r != victim.name}
+    untouched = {
+        r: (out / r / "checkpoints" / "ckpt_0000002.pt").stat().st_mtime_ns
+        for r in runs
+        if r != victim.name
+    }
     capsys.readouterr()
     multirun(monkeypatch, *sweep)
     text = capsys.readouterr().out
     assert "8 runs: 1 to launch, 7 finished" in text and "resumes at 1/2" in text
     assert latest_step(victim) == 2
-    assert all((out / r / "checkpoints" / "ckpt_0000002.pt").stat().st_mtime_ns == t for r, t in untouched.items())
+    assert all(
+        (out / r / "checkpoints" / "ckpt_0000002.pt").stat().st_mtime_ns == t
+        for r, t in untouched.items()
+    )
 
     table_dir = tmp_path / "table"
-    make_table1.main([str(out), "--metric", "d_real:max", "--metric", "d_loss:min", "--out", str(table_dir)])
+    make_table1.main(
+        [str(out), "--metric", "d_real:max", "--metric", "d_loss:min", "--out", str(table_dir)]
+    )
     rows = list(csv.DictReader((table_dir / "table1.csv").open()))
     assert [(r["metric"], r["norm"], r["best_of"], r["seeds"]) for r in rows] == [
-        ("d_real", "ssn", "2", "0 1"), ("d_real", "bssn", "2", "0 1"),
-        ("d_loss", "ssn", "2", "0 1"), ("d_loss", "bssn", "2", "0 1"),
+        ("d_real", "ssn", "2", "0 1"),
+        ("d_real", "bssn", "2", "0 1"),
+        ("d_loss", "ssn", "2", "0 1"),
+        ("d_loss", "bssn", "2", "0 1"),
     ]
     assert all(math.isfinite(float(r["mean"])) and math.isfinite(float(r["se"])) for r in rows)
     assert "## Missing or left out\n\n- none" in (table_dir / "table1.md").read_text()

@@ -1,4 +1,4 @@
-"""The paper's theory made measurable (SPEC.md sections 2 and 7).
+"""The paper's theory made measurable (docs/normalization.md and docs/figures.md).
 
 - ``theory``: the closed-form bounds of Prop. 1 and Thms. 2 and 3;
 - ``measure``: the quantities they bound, read off a discriminator's effective weights;

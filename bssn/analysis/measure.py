@@ -72,15 +72,21 @@ def trace(d: nn.Module, x: Tensor) -> list[LayerTrace]:
     d = bssn.unwrap(d)
     names = {m: n for n, m in d.named_modules() if isinstance(m, LAYER_TYPES)}
     for layer, name in names.items():
-        if isinstance(layer, nn.Conv2d) and (layer.groups != 1 or any(v != 1 for v in layer.dilation)):
-            raise ValueError(f"layer {name!r}: the analysis covers convs without groups or dilation")
+        if isinstance(layer, nn.Conv2d) and (
+            layer.groups != 1 or any(v != 1 for v in layer.dilation)
+        ):
+            raise ValueError(
+                f"layer {name!r}: the analysis covers convs without groups or dilation"
+            )
     calls: list[LayerTrace] = []
 
     def hook(layer: nn.Module, args: tuple, output: Tensor) -> None:
         if any(c.layer is layer for c in calls):
             raise ValueError(f"layer {names[layer]!r} is called twice in one forward pass")
         # Clones: an in-place activation after the layer would overwrite its output.
-        calls.append(LayerTrace(names[layer], layer, args[0].detach().clone(), output.detach().clone()))
+        calls.append(
+            LayerTrace(names[layer], layer, args[0].detach().clone(), output.detach().clone())
+        )
 
     handles = [layer.register_forward_hook(hook) for layer in names]
     try:
@@ -105,9 +111,13 @@ def chain_violation(calls: list[LayerTrace], x: Tensor, negative_slope: float) -
         return f"the first layer {calls[0].name!r} does not read the input"
     for prev, cur in zip(calls, calls[1:], strict=False):
         expected = torch.nn.functional.leaky_relu(prev.output, negative_slope).flatten(1)
-        if cur.input.flatten(1).shape != expected.shape or not torch.equal(cur.input.flatten(1), expected):
-            return (f"layer {cur.name!r} does not read leaky_relu(slope {negative_slope}) "
-                    f"of layer {prev.name!r}'s output")
+        if cur.input.flatten(1).shape != expected.shape or not torch.equal(
+            cur.input.flatten(1), expected
+        ):
+            return (
+                f"layer {cur.name!r} does not read leaky_relu(slope {negative_slope}) "
+                f"of layer {prev.name!r}'s output"
+            )
     if calls[-1].output[0].numel() != 1:
         return f"the last layer {calls[-1].name!r} does not output one scalar per sample"
     return None
@@ -157,8 +167,11 @@ def operator_norm(call: LayerTrace) -> float:
         return spectral_norm(weight)
     est = _estimators.get(call.layer)
     with torch.no_grad():
-        if (est is None or est.input_size != call.input_size
-                or next(est.buffers()).device != weight.device):
+        if (
+            est is None
+            or est.input_size != call.input_size
+            or next(est.buffers()).device != weight.device
+        ):
             with bssn.frozen(call.layer):
                 est = ConvSpectralNorm(call.layer, n_power_iterations=FIRST_OPERATOR_STEPS)
             with torch.random.fork_rng(devices=[weight.device] if weight.is_cuda else []):

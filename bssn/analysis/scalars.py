@@ -26,7 +26,7 @@ def log_scalars(d: nn.Module, x: Tensor, n_probe: int = N_PROBE) -> dict[str, fl
       inside the input, as in the paper's models at their resolutions (Figs. 20/21);
     - ``variance/<l>``: the entries' variance (Figs. 7, 16, 17, 22); for normalized layers
       ``variance_bound_thm2/<l>`` = t^2 / max(m, n) and, for convs,
-      ``variance_bound_thm3/<l>`` (SPEC.md fact 6) times t^2, t being the layer's target
+      ``variance_bound_thm3/<l>`` (docs/normalization.md, fact 6) times t^2, t the layer's target
       spectral norm (its scale, times gamma in the gamma modes);
     - ``prop1_grad/<l>``: mean over the probe samples of ||dD(x_j)/dw'_t||_F, and
       ``prop1_bound/<l>``: the mean of its Prop. 1 bound (``theory.prop1_bounds``; exact,
@@ -59,7 +59,9 @@ def log_scalars(d: nn.Module, x: Tensor, n_probe: int = N_PROBE) -> dict[str, fl
             out[f"sigma_ratio_bound/{name}"] = call.alpha
         if name in normalized:
             target_sq = (normalized[name] * gammas[name]) ** 2
-            out[f"variance_bound_thm2/{name}"] = target_sq * theory.thm2_bound(*weight.flatten(1).shape)
+            out[f"variance_bound_thm2/{name}"] = target_sq * theory.thm2_bound(
+                *weight.flatten(1).shape
+            )
             if call.is_conv:
                 out[f"variance_bound_thm3/{name}"] = target_sq * theory.thm3_bound(*weight.shape)
 
@@ -70,7 +72,10 @@ def log_scalars(d: nn.Module, x: Tensor, n_probe: int = N_PROBE) -> dict[str, fl
     grads = measure.sample_gradient_norms(d, x, [c.layer for c in calls])
     bias_norms = [measure.bias_norm(c) for c in calls]
     alphas = [c.alpha for c in calls]
-    bounds = [theory.prop1_bounds(x_j.double().norm().item(), operator_norms, bias_norms, alphas) for x_j in x]
+    bounds = [
+        theory.prop1_bounds(x_j.double().norm().item(), operator_norms, bias_norms, alphas)
+        for x_j in x
+    ]
     for t, call in enumerate(calls):
         out[f"prop1_grad/{call.name}"] = grads[:, t].mean().item()
         out[f"prop1_bound/{call.name}"] = sum(b[t] for b in bounds) / len(bounds)

@@ -1,4 +1,4 @@
-"""Closed-form bounds of the paper's theorems (SPEC.md section 2).
+"""Closed-form bounds of the paper's theorems (docs/normalization.md).
 
 Each function takes shapes or norms and returns the bound the paper proves; the measured
 quantities they bound are in ``bssn.analysis.measure``.
@@ -22,7 +22,7 @@ def thm2_bound(m: int, n: int) -> float:
 
 
 def thm3_bound(c_out: int, c_in: int, k_h: int, k_w: int) -> float:
-    """Thm. 3 (BSN ~ Xavier init), deterministic half (SPEC.md section 2, fact 6).
+    """Thm. 3 (BSN ~ Xavier init), deterministic half (docs/normalization.md, fact 6).
 
     ``mean (w / sigma_b)^2 <= 4 / (N (1/sqrt(r1) + 1/sqrt(r2))^2)`` with
     ``sigma_b = (sigma(W1) + sigma(W2)) / 2``, ``r1 = min(c_out, c_in k_h k_w)``,
@@ -44,7 +44,8 @@ def prop1_bounds(
     bias_norms: Sequence[float],
     alphas: Sequence[float],
 ) -> list[float]:
-    """Prop. 1: per-layer bounds on ``||dD(x)/dw_t||_F`` for a chain D (SPEC.md section 2, fact 2).
+    """Prop. 1: per-layer bounds on ``||dD(x)/dw_t||_F`` for a chain D
+    (docs/normalization.md, fact 2).
 
     D = l_L o a_{L-1} o l_{L-1} o ... o a_1 o l_1 with 1-Lipschitz activations, a(0) = 0,
     and a scalar output. With sigma_i the operator norm of layer i (for a conv, of T_w, not
@@ -61,6 +62,6 @@ def prop1_bounds(
         raise ValueError("operator_norms, bias_norms and alphas need one entry per layer")
     bounds, n_in = [], x_norm
     for t, (sigma, beta, alpha) in enumerate(zip(operator_norms, bias_norms, alphas, strict=True)):
-        bounds.append(alpha * math.prod(operator_norms[t + 1:]) * n_in)
+        bounds.append(alpha * math.prod(operator_norms[t + 1 :]) * n_in)
         n_in = sigma * n_in + beta
     return bounds

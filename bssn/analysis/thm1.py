@@ -23,7 +23,8 @@ LAYER_SCALE_MODES = ("sn", "snconv", "bsn")
 
 
 def random_layer_scales(n_layers: int, geomean: float, log_std: float, seed: int) -> list[float]:
-    """c_1..c_n with ``log c_i ~ N(log geomean, log_std^2)``, recentred so ``prod c_i = geomean^n``."""
+    """c_1..c_n with ``log c_i ~ N(log geomean, log_std^2)``, recentred so that
+    ``prod c_i = geomean^n``."""
     if n_layers < 1:
         raise ValueError(f"n_layers must be >= 1, got {n_layers}")
     if not (math.isfinite(geomean) and geomean > 0 and math.isfinite(log_std) and log_std >= 0):
@@ -45,7 +46,8 @@ def set_layer_scales(d: nn.Module, scales: list[float]) -> dict[str, float]:
     mode = getattr(bssn.unwrap(d), "_bssn_mode", None)
     if mode not in LAYER_SCALE_MODES:
         raise ValueError(
-            f"per-layer scales need D normalized with one of {', '.join(LAYER_SCALE_MODES)}; got {mode!r}"
+            "per-layer scales need D normalized with one of "
+            f"{', '.join(LAYER_SCALE_MODES)}; got {mode!r}"
         )
     layers = list(bssn.normalized_layers(d))
     if len(scales) != len(layers):
@@ -55,7 +57,9 @@ def set_layer_scales(d: nn.Module, scales: list[float]) -> dict[str, float]:
     return {name: float(c) for (name, _, _), c in zip(layers, scales, strict=True)}
 
 
-def apply_random_layer_scales(d: nn.Module, geomean: float, log_std: float, seed: int) -> dict[str, float]:
+def apply_random_layer_scales(
+    d: nn.Module, geomean: float, log_std: float, seed: int
+) -> dict[str, float]:
     """``set_layer_scales`` with ``random_layer_scales``, one per normalized layer of D."""
     n_layers = len(list(bssn.normalized_layers(d)))
     return set_layer_scales(d, random_layer_scales(n_layers, geomean, log_std, seed))

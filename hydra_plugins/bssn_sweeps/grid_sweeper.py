@@ -52,11 +52,15 @@ class GridSweeperConf:
     skip_finished: bool = True  # leave out runs whose newest checkpoint is at train.iterations
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="grids", node=GridSweeperConf, provider="bssn")
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="grids", node=GridSweeperConf, provider="bssn"
+)
 
 
 def expand(
-    params: Mapping[str, Any], grids: Sequence[Mapping[str, Any]], arguments: Sequence[str],
+    params: Mapping[str, Any],
+    grids: Sequence[Mapping[str, Any]],
+    arguments: Sequence[str],
     config_loader: ConfigLoader | None = None,
 ) -> list[list[str]]:
     """The jobs' override lists: each grid with ``params`` under it and ``arguments`` over it.
@@ -98,7 +102,10 @@ class PlannedJob:
 
 class GridSweeper(Sweeper):
     def __init__(
-        self, params: Mapping[str, Any], grids: Sequence[Mapping[str, Any]], dry_run: bool,
+        self,
+        params: Mapping[str, Any],
+        grids: Sequence[Mapping[str, Any]],
+        dry_run: bool,
         skip_finished: bool,
     ) -> None:
         self.params = dict(params)
@@ -109,7 +116,9 @@ class GridSweeper(Sweeper):
         self.config: DictConfig | None = None
         self.launcher = None
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
         self.hydra_context = hydra_context
         self.config = config
         if not self.dry_run:
@@ -119,8 +128,8 @@ class GridSweeper(Sweeper):
 
     def plan(self, arguments: Sequence[str]) -> list[PlannedJob]:
         """Every job composed and validated, with its run directory and status."""
-        from bssn.training.checkpoint import latest_step
-        from bssn.training.config import validate
+        from harness.training.checkpoint import latest_step
+        from harness.training.config import validate
 
         assert self.hydra_context is not None and self.config is not None
         loader = self.hydra_context.config_loader
@@ -136,20 +145,30 @@ class GridSweeper(Sweeper):
             except ValueError as err:
                 raise ValueError(f"sweep job {' '.join(overrides)}: {err}") from err
             if run_dir in planned:
-                log.info("same run directory as an earlier job, launched once: %s", " ".join(overrides))
+                log.info(
+                    "same run directory as an earlier job, launched once: %s", " ".join(overrides)
+                )
                 continue
-            planned[run_dir] = PlannedJob(tuple(overrides), run_dir, int(cfg.train.iterations),
-                                          latest_step(run_dir))
+            planned[run_dir] = PlannedJob(
+                tuple(overrides), run_dir, int(cfg.train.iterations), latest_step(run_dir)
+            )
         return list(planned.values())
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         assert self.config is not None
         jobs = self.plan(arguments)
         for i, job in enumerate(jobs):
-            log.info("%5s  %-22s %s  (%s)", f"#{i}", job.status, job.run_dir, " ".join(job.overrides))
+            log.info(
+                "%5s  %-22s %s  (%s)", f"#{i}", job.status, job.run_dir, " ".join(job.overrides)
+            )
         todo = [job for job in jobs if not (self.skip_finished and job.finished)]
-        log.info("%d runs: %d to launch, %d finished%s", len(jobs), len(todo), sum(j.finished for j in jobs),
-                 " (dry run: nothing launched)" if self.dry_run else "")
+        log.info(
+            "%d runs: %d to launch, %d finished%s",
+            len(jobs),
+            len(todo),
+            sum(j.finished for j in jobs),
+            " (dry run: nothing launched)" if self.dry_run else "",
+        )
         if self.dry_run or not todo:
             return []
         sweep_dir = Path(str(self.config.hydra.sweep.dir))

@@ -1,4 +1,4 @@
-"""Inception Score from Inception logits (SPEC section 5: 50,000 images, 10 splits)."""
+"""Inception Score from Inception logits (docs/metrics.md: 50,000 images, 10 splits)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Structured configs: every key has a typed default; unknown keys fail at composition.
 
-Groups mirror the paper (SPEC.md section 4): dataset, model, norm, loss, optim, train,
+Groups mirror the paper (docs/training.md): dataset, model, norm, loss, optim, train,
 eval, logger; `scale` and `seed` are top level so sweeps read
 ``python train.py -m norm=bssn scale=1.0,1.2 seed=0,1,2``.
 """
@@ -19,7 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 class DatasetConfig:
     name: str = MISSING  # one of data.DATASETS
     root: str = "${oc.env:BSSN_DATA,datasets}"  # folder holding the dataset's files
-    resolution: int = MISSING  # training resolution (SPEC.md section 5)
+    resolution: int = MISSING  # training resolution (docs/metrics.md)
     download: bool = True  # use torchvision's download where one exists
     num_workers: int = 4  # decoding workers (ILSVRC2012 streams through them)
 
@@ -34,7 +34,7 @@ class ModelConfig:
 @dataclass
 class NormConfig:
     mode: str = "bssn"  # one of bssn.MODES
-    n_power_iterations: int = 1  # per D step (SPEC.md section 1)
+    n_power_iterations: int = 1  # per D step (docs/normalization.md)
     # Thm. 1 experiment (Fig. 3): layer i normalized to a random spectral norm c_i with
     # geometric mean layer_scales_geomean (sn/snconv/bsn only); None = every layer 1.
     layer_scales_geomean: float | None = None
@@ -110,7 +110,7 @@ class Config:
     scale: float = 1.0  # s of ssn/bssn (and of the scaled inits); must be 1 for other modes
     seed: int = 0
     out_dir: str = "runs"
-    # The run directory: re-running the same command resumes it (see bssn.training.checkpoint).
+    # The run directory: re-running the same command resumes it (see harness.training.checkpoint).
     run_name: str = "${dataset.name}-${model.name}-${norm.mode}-s${scale}-seed${seed}"
 
 
@@ -125,9 +125,19 @@ WANDB_MODES = ("offline", "online", "disabled")
 
 #: Keys that may change when a run resumes: they do not change what is being trained.
 RESUMABLE_CHANGES = (
-    "train.iterations", "train.log_freq", "train.vis_freq", "train.ckpt_freq",
-    "train.keep_checkpoints", "train.device", "dataset.root", "dataset.download",
-    "dataset.num_workers", "eval", "logger", "out_dir", "run_name",
+    "train.iterations",
+    "train.log_freq",
+    "train.vis_freq",
+    "train.ckpt_freq",
+    "train.keep_checkpoints",
+    "train.device",
+    "dataset.root",
+    "dataset.download",
+    "dataset.num_workers",
+    "eval",
+    "logger",
+    "out_dir",
+    "run_name",
 )
 
 
@@ -137,7 +147,11 @@ def _one_of(key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
 
 
 def _positive(key: str, value: Any, zero_ok: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and math.isfinite(value) and (value >= 0 if zero_ok else value > 0)
+    ok = (
+        isinstance(value, (int, float))
+        and math.isfinite(value)
+        and (value >= 0 if zero_ok else value > 0)
+    )
     if not ok:
         raise ValueError(f"{key}={value!r} must be {'>= 0' if zero_ok else '> 0'}")
 
@@ -164,7 +178,9 @@ def validate(cfg: DictConfig) -> None:
         OmegaConf.to_container(OmegaConf.structured(Config), resolve=False),
     )
     if unknown:
-        raise ValueError(f"unknown config keys: {', '.join(unknown)} (see bssn/training/config.py)")
+        raise ValueError(
+            f"unknown config keys: {', '.join(unknown)} (see harness/training/config.py)"
+        )
 
     _one_of("dataset.name", cfg.dataset.name, DATASETS)
     _one_of("model.name", cfg.model.name, MODELS)
@@ -181,13 +197,28 @@ def validate(cfg: DictConfig) -> None:
         _one_of("norm.mode (with norm.layer_scales_geomean)", cfg.norm.mode, LAYER_SCALE_MODES)
         _positive("norm.layer_scales_geomean", cfg.norm.layer_scales_geomean)
         _positive("norm.layer_scales_log_std", cfg.norm.layer_scales_log_std, zero_ok=True)
-    for key in ("train.iterations", "train.batch_size", "train.n_dis", "train.log_freq",
-                "train.keep_checkpoints", "optim.lr_g", "optim.lr_d", "dataset.resolution",
-                "model.z_dim", "eval.batch_size"):
+    for key in (
+        "train.iterations",
+        "train.batch_size",
+        "train.n_dis",
+        "train.log_freq",
+        "train.keep_checkpoints",
+        "optim.lr_g",
+        "optim.lr_d",
+        "dataset.resolution",
+        "model.z_dim",
+        "eval.batch_size",
+    ):
         section, name = key.split(".")
         _positive(key, cfg[section][name])
-    for key in ("train.vis_freq", "train.ckpt_freq", "eval.every", "loss.gp_weight",
-                "dataset.num_workers", "model.negative_slope"):
+    for key in (
+        "train.vis_freq",
+        "train.ckpt_freq",
+        "eval.every",
+        "loss.gp_weight",
+        "dataset.num_workers",
+        "model.negative_slope",
+    ):
         section, name = key.split(".")
         _positive(key, cfg[section][name], zero_ok=True)
     if cfg.train.g_batch_size is not None:
@@ -196,7 +227,7 @@ def validate(cfg: DictConfig) -> None:
         if not 0 <= cfg.optim[key] < 1:
             raise ValueError(f"optim.{key}={cfg.optim[key]!r} must be in [0, 1)")
     if cfg.eval.every:
-        from bssn.metrics import PROTOCOLS
+        from harness.metrics import PROTOCOLS
 
         for name in cfg.eval.metrics:
             _one_of("eval.metrics", name, tuple(PROTOCOLS))

@@ -14,12 +14,12 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from bssn.atomic import atomic_write
+from harness.atomic import atomic_write
 
 JSONL, CSV = "metrics.jsonl", "scalars.csv"
 
 
-def _truncate_after(path: Path, step: int, step_of) -> None:  # noqa: ANN001
+def _truncate_after(path: Path, step: int, step_of) -> None:
     if not path.exists():
         return
     lines = path.read_text().splitlines(keepends=True)
@@ -40,23 +40,32 @@ def _csv_step(line: str) -> int | None:
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / JSONL
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return (
+        [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if path.exists()
+        else []
+    )
 
 
 class RunLog:
     """Writes scalars to every enabled sink. Only rank 0 creates one."""
 
     def __init__(
-        self, run_dir: Path, config: dict, wandb_cfg: Any, tensorboard: bool,
-        resume_step: int | None = None, wandb_id: str | None = None,
+        self,
+        run_dir: Path,
+        config: dict,
+        wandb_cfg: Any,
+        tensorboard: bool,
+        resume_step: int | None = None,
+        wandb_id: str | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         if resume_step is not None:
             _truncate_after(self.run_dir / JSONL, resume_step, _json_step)
             _truncate_after(self.run_dir / CSV, resume_step, _csv_step)
         new_csv = not (self.run_dir / CSV).exists()
-        self._jsonl = open(self.run_dir / JSONL, "a")  # noqa: SIM115
-        self._csv_file = open(self.run_dir / CSV, "a", newline="")  # noqa: SIM115
+        self._jsonl = open(self.run_dir / JSONL, "a")
+        self._csv_file = open(self.run_dir / CSV, "a", newline="")
         self._csv = csv.writer(self._csv_file)
         if new_csv:
             self._csv.writerow(["step", "key", "value"])
@@ -66,9 +75,15 @@ class RunLog:
             import wandb  # only when asked for: W&B is never required
 
             self.wandb = wandb.init(
-                project=wandb_cfg.project, entity=wandb_cfg.entity, group=wandb_cfg.group,
-                name=self.run_dir.name, id=wandb_id or secrets.token_hex(4), resume="allow",
-                mode=wandb_cfg.mode, dir=str(self.run_dir), config=config,
+                project=wandb_cfg.project,
+                entity=wandb_cfg.entity,
+                group=wandb_cfg.group,
+                name=self.run_dir.name,
+                id=wandb_id or secrets.token_hex(4),
+                resume="allow",
+                mode=wandb_cfg.mode,
+                dir=str(self.run_dir),
+                config=config,
             )
             self.wandb_id = self.wandb.id
         self.tensorboard = None
@@ -83,7 +98,9 @@ class RunLog:
             self.tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
-        clean = {k: (float(v) if math.isfinite(float(v)) else str(float(v))) for k, v in scalars.items()}
+        clean = {
+            k: (float(v) if math.isfinite(float(v)) else str(float(v))) for k, v in scalars.items()
+        }
         self._jsonl.write(json.dumps({"step": step, **clean}) + "\n")
         self._jsonl.flush()
         self._csv.writerows([step, k, v] for k, v in clean.items())

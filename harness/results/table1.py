@@ -15,12 +15,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bssn.training.config import config_differences
+from harness.training.config import config_differences
 
 from .paper import PAPER, PAPER_PROTOCOLS, setting_mismatches
 from .runs import Run
 
-#: Metric key -> which way is better. The paper's Table 1 protocols (SPEC.md section 5).
+#: Metric key -> which way is better. The paper's Table 1 protocols (docs/metrics.md).
 METRICS: dict[str, str] = {"is50k": "max", "fid10k_5k": "min"}
 
 DATASET_ORDER = ("cifar10", "stl10", "celeba", "imagenet")
@@ -94,7 +94,9 @@ def _setting_differences(a: dict, b: dict) -> list[str]:
     ignored = ("norm.mode", "scale", "seed")
     out = [d for d in config_differences(a, b) if not d.startswith(ignored)]
     if a["train"]["iterations"] != b["train"]["iterations"]:  # resumable, but changes the result
-        out.append(f"train.iterations: {a['train']['iterations']!r} -> {b['train']['iterations']!r}")
+        out.append(
+            f"train.iterations: {a['train']['iterations']!r} -> {b['train']['iterations']!r}"
+        )
     return out
 
 
@@ -103,9 +105,13 @@ def _check_runs(runs: list[Run]) -> None:
     by_cell: dict[Cell, list[Path]] = defaultdict(list)
     for run in runs:
         by_cell[(run.dataset, run.norm, run.scale, run.seed)].append(run.path)
-    duplicates = [f"{cell}: {', '.join(map(str, paths))}" for cell, paths in by_cell.items() if len(paths) > 1]
+    duplicates = [
+        f"{cell}: {', '.join(map(str, paths))}" for cell, paths in by_cell.items() if len(paths) > 1
+    ]
     if duplicates:
-        raise ValueError("several runs of the same dataset/norm/scale/seed:\n  " + "\n  ".join(duplicates))
+        raise ValueError(
+            "several runs of the same dataset/norm/scale/seed:\n  " + "\n  ".join(duplicates)
+        )
     reference: dict[str, Run] = {}
     for run in runs:
         first = reference.setdefault(run.dataset, run)
@@ -113,13 +119,16 @@ def _check_runs(runs: list[Run]) -> None:
         if differences:
             raise ValueError(
                 f"{run.dataset} runs of different training settings: {first.path} and {run.path} "
-                f"differ in\n  " + "\n  ".join(differences)
+                f"differ in\n  "
+                + "\n  ".join(differences)
                 + "\nMake one table per setting: point RUNS_ROOT at one setting's folder."
             )
 
 
 def build_table(
-    runs: list[Run], metrics: Mapping[str, str] = METRICS, best_during_training: bool = False,
+    runs: list[Run],
+    metrics: Mapping[str, str] = METRICS,
+    best_during_training: bool = False,
     expected: set[Cell] | None = None,
 ) -> Table:
     """Aggregate ``runs`` into Table 1 rows; ``expected`` cells (else every seed seen in a
@@ -141,7 +150,8 @@ def build_table(
         if not run.finished:
             table.problems.append(
                 f"{run.label()}: unfinished ({run.last_step}/{run.iterations} iterations), "
-                f"not counted: {run.path}")
+                f"not counted: {run.path}"
+            )
             continue
         for metric, better in metrics.items():
             history = run.history.get(metric, [])
@@ -152,10 +162,14 @@ def build_table(
             if not best_during_training and last_step != run.iterations:
                 table.problems.append(
                     f"{run.label()}: {metric} last logged at step {last_step}, not at the final "
-                    f"step {run.iterations}; not counted: {run.path}")
+                    f"step {run.iterations}; not counted: {run.path}"
+                )
                 continue
-            value = (max((v for _, v in history), key=lambda v: _sort_key(v, better))
-                     if best_during_training else last_value)
+            value = (
+                max((v for _, v in history), key=lambda v: _sort_key(v, better))
+                if best_during_training
+                else last_value
+            )
             values[(run.dataset, metric, run.norm, run.scale)][run.seed] = value
     table.groups = [Group(d, m, n, s, v) for (d, m, n, s), v in values.items()]
 
@@ -164,19 +178,29 @@ def build_table(
         config = next(r.config for r in runs if r.dataset == dataset)
         mismatches = setting_mismatches(dataset, config)
         if mismatches:
-            table.notes.append(f"{dataset}: no paper numbers, the setting is not Table 1's ("
-                               + "; ".join(mismatches) + ")")
+            table.notes.append(
+                f"{dataset}: no paper numbers, the setting is not Table 1's ("
+                + "; ".join(mismatches)
+                + ")"
+            )
         for metric in metrics:
             if metric not in PAPER_PROTOCOLS and not mismatches:
-                table.notes.append(f"{dataset} {metric}: no paper numbers, not a Table 1 protocol "
-                                   f"({', '.join(PAPER_PROTOCOLS)})")
+                table.notes.append(
+                    f"{dataset} {metric}: no paper numbers, not a Table 1 protocol "
+                    f"({', '.join(PAPER_PROTOCOLS)})"
+                )
             here = [g for g in table.groups if g.dataset == dataset and g.metric == metric]
             for norm in _order({g.norm for g in here}, NORM_ORDER):
                 candidates = [g for g in here if g.norm == norm]
-                best = max(sorted(candidates, key=lambda g: g.scale),
-                           key=lambda g: _sort_key(g.mean, metrics[metric]))
-                paper = (None if mismatches or metric not in PAPER_PROTOCOLS
-                         else PAPER.get((dataset, PAPER_PROTOCOLS[metric], norm)))
+                best = max(
+                    sorted(candidates, key=lambda g: g.scale),
+                    key=lambda g: _sort_key(g.mean, metrics[metric]),
+                )
+                paper = (
+                    None
+                    if mismatches or metric not in PAPER_PROTOCOLS
+                    else PAPER.get((dataset, PAPER_PROTOCOLS[metric], norm))
+                )
                 table.rows.append(Row(best, len(candidates), paper))
     return table
 
@@ -186,7 +210,7 @@ def expected_from_preset(preset: str, config_dir: Path) -> set[Cell]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from bssn.training.config import register_configs
+    from harness.training.config import register_configs
     from hydra_plugins.bssn_sweeps.grid_sweeper import expand
 
     register_configs()
@@ -198,8 +222,16 @@ def expected_from_preset(preset: str, config_dir: Path) -> set[Cell]:
         values = dict(line.split("=", 1) for line in job)
         other = set(values) - {"norm", "scale", "seed"}
         if other:
-            raise ValueError(f"experiment={preset} also sweeps {', '.join(sorted(other))}: "
-                             "expected cells are read from norm, scale and seed only")
-        cells.add((cfg.dataset.name, values.get("norm", cfg.norm.mode),
-                   float(values.get("scale", cfg.scale)), int(values.get("seed", cfg.seed))))
+            raise ValueError(
+                f"experiment={preset} also sweeps {', '.join(sorted(other))}: "
+                "expected cells are read from norm, scale and seed only"
+            )
+        cells.add(
+            (
+                cfg.dataset.name,
+                values.get("norm", cfg.norm.mode),
+                float(values.get("scale", cfg.scale)),
+                int(values.get("seed", cfg.seed)),
+            )
+        )
     return cells

@@ -1,4 +1,4 @@
-"""The training loop of SPEC.md section 4, one code path for every mode and device.
+"""The training loop of docs/training.md, one code path for every mode and device.
 
 Per iteration: ``n_dis`` discriminator steps, each advancing D's power iteration exactly
 once (``bssn.discriminator_step``), then one generator step that reuses D's sigma
@@ -45,17 +45,33 @@ class ConfigMismatchError(ValueError):
     pass
 
 
-def build(cfg: DictConfig, images: ImageSet, ctx: distributed.Context) -> tuple[nn.Module, nn.Module]:
+def build(
+    cfg: DictConfig, images: ImageSet, ctx: distributed.Context
+) -> tuple[nn.Module, nn.Module]:
     """G and D on ``ctx.device``, D normalized as ``cfg.norm`` says, identical on every rank."""
     torch.manual_seed(cfg.seed)
-    g, d = build_models(cfg.model.name, images.resolution, images.channels,
-                        cfg.model.z_dim, cfg.model.negative_slope)
-    bssn.apply(d, cfg.norm.mode, cfg.scale, cfg.norm.n_power_iterations,
-               input_size=(images.channels, images.resolution, images.resolution),
-               negative_slope=cfg.model.negative_slope)
+    g, d = build_models(
+        cfg.model.name,
+        images.resolution,
+        images.channels,
+        cfg.model.z_dim,
+        cfg.model.negative_slope,
+    )
+    bssn.apply(
+        d,
+        cfg.norm.mode,
+        cfg.scale,
+        cfg.norm.n_power_iterations,
+        input_size=(images.channels, images.resolution, images.resolution),
+        negative_slope=cfg.model.negative_slope,
+    )
     if cfg.norm.layer_scales_geomean is not None:  # the Thm. 1 experiment (Fig. 3)
         scales = analysis.thm1.apply_random_layer_scales(
-            d, cfg.norm.layer_scales_geomean, cfg.norm.layer_scales_log_std, cfg.norm.layer_scales_seed)
+            d,
+            cfg.norm.layer_scales_geomean,
+            cfg.norm.layer_scales_log_std,
+            cfg.norm.layer_scales_seed,
+        )
         log.info("per-layer spectral norms (Thm. 1): %s", scales)
     if ctx.distributed and cfg.train.sync_batchnorm:
         g = distributed.sync_batchnorm(g, ctx.device)
@@ -92,20 +108,27 @@ def _save_grid(g: nn.Module, z: Tensor, path: Path) -> None:
 
 
 def discriminator_update(
-    d_train: nn.Module, d_raw: nn.Module, g_train: nn.Module, opt_d: torch.optim.Optimizer,
-    real: Tensor, z: Tensor, loss: str = "hinge", gp_weight: float = 0.0, eps: Tensor | None = None,
+    d_train: nn.Module,
+    d_raw: nn.Module,
+    g_train: nn.Module,
+    opt_d: torch.optim.Optimizer,
+    real: Tensor,
+    z: Tensor,
+    loss: str = "hinge",
+    gp_weight: float = 0.0,
+    eps: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """One D step: ``hinge``, or ``wgan_gp``: the WGAN loss plus ``gp_weight`` times the
     gradient penalty on mixes ``eps`` (``gp_weight`` 0: plain WGAN, the paper's App. J).
 
     The power iteration advances once, at the start (the real pass's update), and every
-    pass of the step reuses that sigma (SPEC.md section 1).
+    pass of the step reuses that sigma (docs/normalization.md).
     """
     with torch.no_grad():
         fake = g_train(z)
     with bssn.discriminator_step(d_train):
         out = d_train(torch.cat([real, fake]))  # one pass: D has no batch statistics
-        d_real, d_fake = out[: len(real)], out[len(real):]
+        d_real, d_fake = out[: len(real)], out[len(real) :]
         result = {"d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach()}
         if loss == "wgan_gp":
             d_loss = losses.wgan_d(d_real, d_fake)
@@ -121,7 +144,9 @@ def discriminator_update(
     return result | {"d_loss": d_loss.detach(), "real": real, "fake": fake}
 
 
-def generator_update(d_raw: nn.Module, g_train: nn.Module, opt_g: torch.optim.Optimizer, z: Tensor) -> Tensor:
+def generator_update(
+    d_raw: nn.Module, g_train: nn.Module, opt_g: torch.optim.Optimizer, z: Tensor
+) -> Tensor:
     """One G step against D's current sigma (never advances; -mean D(G(z)) for both losses).
 
     D's weights need no gradient here, and D runs outside DDP: there is nothing to reduce.
@@ -160,18 +185,30 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
     # Rank 0 downloads or decodes first; the others then find the files (and cache) ready.
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        images = load_dataset(cfg.dataset.name, cfg.dataset.root, cfg.dataset.resolution, cfg.dataset.download)
+        images = load_dataset(
+            cfg.dataset.name, cfg.dataset.root, cfg.dataset.resolution, cfg.dataset.download
+        )
     distributed.barrier(ctx)
     if not ctx.is_main:
-        images = load_dataset(cfg.dataset.name, cfg.dataset.root, cfg.dataset.resolution, cfg.dataset.download)
+        images = load_dataset(
+            cfg.dataset.name, cfg.dataset.root, cfg.dataset.resolution, cfg.dataset.download
+        )
 
     g_raw, d_raw = build(cfg, images, ctx)
-    opt_g, opt_d = _adam(g_raw.parameters(), cfg.optim.lr_g, cfg), _adam(d_raw.parameters(), cfg.optim.lr_d, cfg)
+    opt_g, opt_d = (
+        _adam(g_raw.parameters(), cfg.optim.lr_g, cfg),
+        _adam(d_raw.parameters(), cfg.optim.lr_d, cfg),
+    )
     workers = min(cfg.dataset.num_workers, os.cpu_count() or 1)  # more only oversubscribes
-    stream = BatchStream(images, t.batch_size, cfg.seed, ctx.device, ctx.rank, ctx.world_size, workers)
+    stream = BatchStream(
+        images, t.batch_size, cfg.seed, ctx.device, ctx.rank, ctx.world_size, workers
+    )
     noise = torch.Generator(device=ctx.device).manual_seed(cfg.seed)
-    fixed_z = torch.randn(GRID_SIZE, cfg.model.z_dim,
-                          generator=torch.Generator().manual_seed(cfg.seed + SAMPLE_SEED_OFFSET)).to(ctx.device)
+    fixed_z = torch.randn(
+        GRID_SIZE,
+        cfg.model.z_dim,
+        generator=torch.Generator().manual_seed(cfg.seed + SAMPLE_SEED_OFFSET),
+    ).to(ctx.device)
     torch.manual_seed(cfg.seed + ctx.rank)  # each rank's own stream for anything else
 
     start, wandb_id = 0, None
@@ -183,7 +220,8 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
             raise ConfigMismatchError(
                 f"{path} was written by a run with another configuration; differing keys:\n  "
                 + "\n  ".join(differences)
-                + f"\nUse another run_name (or out_dir) for this configuration, or delete {run_dir}."
+                + "\nUse another run_name (or out_dir) for this configuration, "
+                + f"or delete {run_dir}."
             )
         g_raw.load_state_dict(state["G"])
         d_raw.load_state_dict(state["D"])
@@ -209,16 +247,32 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
         g_train = nn.parallel.DistributedDataParallel(g_raw, device_ids=ids)
         # u, v evolve identically on every rank (same weights, same deterministic steps):
         # no per-forward broadcast needed (bssn.power_iteration's docs).
-        d_train = nn.parallel.DistributedDataParallel(d_raw, device_ids=ids, forward_sync_buffers=False)
+        d_train = nn.parallel.DistributedDataParallel(
+            d_raw, device_ids=ids, forward_sync_buffers=False
+        )
 
     run_log = None
-    evaluator = (periodic_eval.PeriodicEval(cfg, run_dir, images, ctx.device, start)
-                 if ctx.is_main and cfg.eval.every else None)
+    evaluator = (
+        periodic_eval.PeriodicEval(cfg, run_dir, images, ctx.device, start)
+        if ctx.is_main and cfg.eval.every
+        else None
+    )
     if ctx.is_main:
-        run_log = RunLog(run_dir, config, cfg.logger.wandb, cfg.logger.tensorboard,
-                         resume_step=start if loaded else None, wandb_id=wandb_id)
-    bar = tqdm(total=t.iterations, initial=start, desc=run_dir.name, dynamic_ncols=True,
-               disable=not (ctx.is_main and cfg.logger.progress))
+        run_log = RunLog(
+            run_dir,
+            config,
+            cfg.logger.wandb,
+            cfg.logger.tensorboard,
+            resume_step=start if loaded else None,
+            wandb_id=wandb_id,
+        )
+    bar = tqdm(
+        total=t.iterations,
+        initial=start,
+        desc=run_dir.name,
+        dynamic_ncols=True,
+        disable=not (ctx.is_main and cfg.logger.progress),
+    )
     d_shape = (t.batch_size, cfg.model.z_dim)
     g_shape = (g_batch, cfg.model.z_dim)
     gp_shape = (t.batch_size, 1, 1, 1)
@@ -231,7 +285,9 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
             real = stream.next()
             z = _global_randn(noise, d_shape, d_part)
             eps = _global_rand(noise, gp_shape, d_part) if gp_weight else None
-            d_out = discriminator_update(d_train, d_raw, g_train, opt_d, real, z, cfg.loss.name, gp_weight, eps)
+            d_out = discriminator_update(
+                d_train, d_raw, g_train, opt_d, real, z, cfg.loss.name, gp_weight, eps
+            )
             bad |= ~torch.isfinite(d_out["d_loss"])
         g_loss = generator_update(d_raw, g_train, opt_g, _global_randn(noise, g_shape, g_part))
         bad |= ~torch.isfinite(g_loss)
@@ -259,7 +315,9 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
                 "input_grad_norm/real": diagnostics.input_gradient_norm(d_raw, d_out["real"]),
                 "input_grad_norm/fake": diagnostics.input_gradient_norm(d_raw, d_out["fake"]),
             }
-            scalars |= {f"grad_norm/{k}": v for k, v in diagnostics.layer_gradient_norms(d_raw).items()}
+            scalars |= {
+                f"grad_norm/{k}": v for k, v in diagnostics.layer_gradient_norms(d_raw).items()
+            }
             scalars |= diagnostics.flatten_sigmas(d_raw)
             scalars |= analysis.log_scalars(d_raw, d_out["real"])
             run_log.log(step, scalars)
@@ -277,14 +335,24 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
             # in the process group's timeout (NCCL: 10 minutes by default).
             distributed.barrier(ctx)
         if saving_now and ctx.is_main:
-            checkpoint.save_checkpoint(run_dir, step, {
-                "step": step, "G": g_raw.state_dict(), "D": d_raw.state_dict(),
-                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                "stream": stream.state_dict(),
-                # Rank 0's states: every step's draws come from `noise`, equal on all ranks.
-                "rng": checkpoint.rng_state(noise),
-                "config": config, "wandb_id": run_log.wandb_id, "format": 1,
-            }, t.keep_checkpoints)
+            checkpoint.save_checkpoint(
+                run_dir,
+                step,
+                {
+                    "step": step,
+                    "G": g_raw.state_dict(),
+                    "D": d_raw.state_dict(),
+                    "opt_g": opt_g.state_dict(),
+                    "opt_d": opt_d.state_dict(),
+                    "stream": stream.state_dict(),
+                    # Rank 0's states: every step's draws come from `noise`, equal on all ranks.
+                    "rng": checkpoint.rng_state(noise),
+                    "config": config,
+                    "wandb_id": run_log.wandb_id,
+                    "format": checkpoint.FORMAT,
+                },
+                t.keep_checkpoints,
+            )
     bar.close()
     summary = {"step": t.iterations, "resumed_from": start, "run_dir": str(run_dir)}
     if run_log is not None:

@@ -37,4 +37,8 @@ def input_gradient_norm(d: nn.Module, x: Tensor) -> float:
 
 def flatten_sigmas(d: nn.Module) -> dict[str, float]:
     """bssn.sigmas as flat scalars: ``sigma/<layer>``, ``sigma_w1/<layer>``, ``gamma/<layer>``."""
-    return {f"{key}/{layer}": value for layer, values in bssn.sigmas(d).items() for key, value in values.items()}
+    return {
+        f"{key}/{layer}": value
+        for layer, values in bssn.sigmas(d).items()
+        for key, value in values.items()
+    }

@@ -45,10 +45,13 @@ def export_submitit_env() -> bool:
 
 
 def setup(device: str) -> Context:
-    """Join the process group when launched by torchrun or submitit (WORLD_SIZE > 1), else run alone."""
+    """Join the process group when launched by torchrun or submitit (WORLD_SIZE > 1),
+    else run alone."""
     export_submitit_env()
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but torch sees no CUDA device; use train.device=cpu or auto")
+        raise RuntimeError(
+            "train.device=cuda but torch sees no CUDA device; use train.device=cpu or auto"
+        )
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
@@ -58,7 +61,9 @@ def setup(device: str) -> Context:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
-    return Context(dist.get_rank(), world_size, torch.device(f"cuda:{local_rank}" if use_cuda else "cpu"))
+    return Context(
+        dist.get_rank(), world_size, torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    )
 
 
 def teardown(ctx: Context) -> None:
@@ -114,9 +119,16 @@ def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     for name, child in module.named_children():
         if isinstance(child, (nn.BatchNorm1d, nn.BatchNorm2d)):
             if child.momentum is None:
-                raise ValueError("GlobalBatchNorm needs a momentum (cumulative averages unsupported)")
-            replacement = GlobalBatchNorm(child.num_features, child.eps, child.momentum,
-                                          child.affine, child.track_running_stats)
+                raise ValueError(
+                    "GlobalBatchNorm needs a momentum (cumulative averages unsupported)"
+                )
+            replacement = GlobalBatchNorm(
+                child.num_features,
+                child.eps,
+                child.momentum,
+                child.affine,
+                child.track_running_stats,
+            )
             replacement.load_state_dict(child.state_dict())
             setattr(module, name, replacement.to(device))
         else:

@@ -1,4 +1,4 @@
-"""Frechet distance between Gaussians fitted to Inception features (FID, SPEC section 5)."""
+"""Frechet distance between Gaussians fitted to Inception features (FID, docs/metrics.md)."""
 
 from __future__ import annotations
 

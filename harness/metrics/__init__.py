@@ -1,12 +1,16 @@
-"""IS and FID by protocol name, on torch-fidelity's inception-v3-compat (SPEC section 5)."""
+"""IS and FID by protocol name, on torch-fidelity's inception-v3-compat (docs/metrics.md)."""
 
-from bssn.metrics.compute import compute_metrics
-from bssn.metrics.extractor import load_inception, to_uint8
-from bssn.metrics.frechet import FeatureMoments, frechet_distance
-from bssn.metrics.inception_score import inception_score
-from bssn.metrics.protocols import PROTOCOLS, MetricProtocol, get_protocol
-from bssn.metrics.reference_stats import ReferenceStats, reference_statistics, reference_stats_path
-from bssn.metrics.weights import (
+from harness.metrics.compute import compute_metrics
+from harness.metrics.extractor import load_inception, to_uint8
+from harness.metrics.frechet import FeatureMoments, frechet_distance
+from harness.metrics.inception_score import inception_score
+from harness.metrics.protocols import PROTOCOLS, MetricProtocol, get_protocol
+from harness.metrics.reference_stats import (
+    ReferenceStats,
+    reference_statistics,
+    reference_stats_path,
+)
+from harness.metrics.weights import (
     INCEPTION_WEIGHTS_FILENAME,
     InceptionWeightsNotFound,
     inception_weights_cache_path,

@@ -1,4 +1,4 @@
-"""FID statistics of real training images, cached on disk (SPEC section 5).
+"""FID statistics of real training images, cached on disk (docs/metrics.md).
 
 The real images come from a torch Dataset whose items are uint8 [C, H, W] tensors already
 at training resolution (resized/cropped as in training) and which has attributes `name`
@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from tqdm import tqdm
 
-from bssn.atomic import atomic_write
-from bssn.metrics.extractor import extract
-from bssn.metrics.frechet import FeatureMoments
+from harness.atomic import atomic_write
+from harness.metrics.extractor import extract
+from harness.metrics.frechet import FeatureMoments
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,8 @@ def reference_statistics(
     num_workers: int = 0,
     progress: bool = True,
 ) -> ReferenceStats:
-    """Statistics of `num_real` random real images (None: all), read from or written to the cache."""
+    """Statistics of `num_real` random real images (None: all), read from or written to
+    the cache."""
     for attribute in ("name", "resolution"):
         if not hasattr(dataset, attribute):
             raise AttributeError(

@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from bssn.training.run_log import read_metrics
+from harness.training.run_log import read_metrics
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,9 @@ def find_runs(root: Path) -> list[Run]:
 
     Hydra's own copies (``.hydra/``) and submitit's folders (``.submitit/``) are not runs.
     """
-    paths = sorted(p.parent for p in Path(root).rglob("config.yaml")
-                   if not any(part.startswith(".") for part in p.relative_to(root).parts[:-1]))
+    paths = sorted(
+        p.parent
+        for p in Path(root).rglob("config.yaml")
+        if not any(part.startswith(".") for part in p.relative_to(root).parts[:-1])
+    )
     return [read_run(p) for p in paths]

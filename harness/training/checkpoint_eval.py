@@ -1,4 +1,4 @@
-"""IS/FID of saved checkpoints by protocol: the library side of evaluate.py (SPEC section 5).
+"""IS/FID of saved checkpoints by protocol: the library side of evaluate.py (docs/metrics.md).
 
 G is rebuilt from the checkpoint's own resolved config and evaluated as periodic
 evaluation does (same latents, same cached real statistics), so evaluate.py reproduces
@@ -19,8 +19,8 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from bssn.metrics import PROTOCOLS, weights_sha256
 from data import ImageSet, load_dataset
+from harness.metrics import PROTOCOLS, weights_sha256
 from models import build_models
 
 from . import checkpoint
@@ -57,7 +57,9 @@ def checkpoints_of(cfg: DictConfig) -> tuple[Path, list[Path]]:
     run_dir = Path(cfg.run_dir).expanduser()
     found = checkpoint.list_checkpoints(run_dir)
     if not found:
-        raise FileNotFoundError(f"no {checkpoint.checkpoint_dir(run_dir)}/ckpt_*.pt in run_dir={cfg.run_dir}")
+        raise FileNotFoundError(
+            f"no {checkpoint.checkpoint_dir(run_dir)}/ckpt_*.pt in run_dir={cfg.run_dir}"
+        )
     return run_dir, found
 
 
@@ -92,7 +94,9 @@ def _device(name: str) -> torch.device:
         raise RuntimeError("device=cuda but torch sees no CUDA device; use device=cpu or auto")
     if name not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device={name!r} is not allowed; choose one of: auto, cpu, cuda")
-    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+    return torch.device(
+        "cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu"
+    )
 
 
 def evaluate_checkpoint(
@@ -107,11 +111,18 @@ def evaluate_checkpoint(
         datasets[key] = load_dataset(*key, download=data_cfg["download"])
     real = datasets[key]
     model = saved["model"]
-    g, _ = build_models(model["name"], real.resolution, real.channels, model["z_dim"], model["negative_slope"])
+    g, _ = build_models(
+        model["name"], real.resolution, real.channels, model["z_dim"], model["negative_slope"]
+    )
     g.load_state_dict(state["G"])
     results = evaluate_generator(
-        g.to(device), real, cfg.eval, seed=saved["seed"] + EVAL_SEED_OFFSET, device=device,
-        num_workers=data_cfg["num_workers"], progress=cfg.progress,
+        g.to(device),
+        real,
+        cfg.eval,
+        seed=saved["seed"] + EVAL_SEED_OFFSET,
+        device=device,
+        num_workers=data_cfg["num_workers"],
+        progress=cfg.progress,
     )
     return {"checkpoint": str(ckpt), "step": state["step"], **results}
 
@@ -149,8 +160,15 @@ def format_table(rows: list[dict[str, Any]], metrics: list[str]) -> str:
         cells = []
         for name in metrics:
             value = row[name]
-            cells.append(f"{value['mean']:.3f} ± {value['std']:.3f}" if PROTOCOLS[name].kind == "is"
-                         else f"{value['value']:.3f}")
+            cells.append(
+                f"{value['mean']:.3f} ± {value['std']:.3f}"
+                if PROTOCOLS[name].kind == "is"
+                else f"{value['value']:.3f}"
+            )
         status = "reused" if row["skipped"] else "computed"
-        lines.append(f"| {Path(row['checkpoint']).name} | {row['step']} | " + " | ".join(cells) + f" | {status} |")
+        lines.append(
+            f"| {Path(row['checkpoint']).name} | {row['step']} | "
+            + " | ".join(cells)
+            + f" | {status} |"
+        )
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Locating the Inception weights of torch-fidelity's `inception-v3-compat` (SPEC section 5).
+"""Locating the Inception weights of torch-fidelity's `inception-v3-compat` (docs/metrics.md).
 
 torch-fidelity downloads them with torch.hub.load_state_dict_from_url, which keeps the file
 under <torch.hub.get_dir()>/checkpoints/ (by default $TORCH_HOME/hub/checkpoints). Offline
@@ -64,7 +64,8 @@ def resolve_inception_weights(path: str | os.PathLike | None, allow_download: bo
         finally:
             socket.setdefaulttimeout(previous)
     raise InceptionWeightsNotFound(
-        f"Inception weights {INCEPTION_WEIGHTS_FILENAME} not found and {failure}. Either pass eval.inception_weights=/path/to/{INCEPTION_WEIGHTS_FILENAME} "
+        f"Inception weights {INCEPTION_WEIGHTS_FILENAME} not found and {failure}. Either pass "
+        f"eval.inception_weights=/path/to/{INCEPTION_WEIGHTS_FILENAME} "
         f"or place the file at {cached} (torch-fidelity's cache under TORCH_HOME). "
         f"It is published at {INCEPTION_WEIGHTS_URL}."
     )

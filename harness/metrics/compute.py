@@ -1,4 +1,4 @@
-"""compute_metrics: IS and FID of a generator by protocol name (SPEC section 5)."""
+"""compute_metrics: IS and FID of a generator by protocol name (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -9,22 +9,12 @@ import torch
 import torch_fidelity
 from torch.utils.data import Dataset
 
-from bssn.metrics.extractor import EXTRACTOR_NAME, Sampler, extract_generated, load_inception
-from bssn.metrics.frechet import frechet_distance
-from bssn.metrics.inception_score import inception_score
-from bssn.metrics.protocols import MetricProtocol, get_protocol
-from bssn.metrics.reference_stats import reference_statistics
-from bssn.metrics.weights import resolve_inception_weights, weights_sha256
-
-
-def _count(protocol_count: int, override: int | None, what: str) -> int:
-    if override is None:
-        return protocol_count
-    if not 0 < override <= protocol_count:
-        raise ValueError(
-            f"{what} must be in 1..{protocol_count} (overrides only scale counts down), got {override}"
-        )
-    return override
+from harness.metrics.extractor import EXTRACTOR_NAME, Sampler, extract_generated, load_inception
+from harness.metrics.frechet import frechet_distance
+from harness.metrics.inception_score import inception_score
+from harness.metrics.protocols import MetricProtocol, get_protocol
+from harness.metrics.reference_stats import reference_statistics
+from harness.metrics.weights import resolve_inception_weights, weights_sha256
 
 
 def compute_metrics(
@@ -64,20 +54,10 @@ def compute_metrics(
         raise ValueError("no metric requested")
     protocols: list[MetricProtocol] = [get_protocol(name) for name in dict.fromkeys(names)]
     fids = [p for p in protocols if p.kind == "fid"]
-    num_gen = {p.name: _count(p.num_gen, num_gen_override, "num_gen_override") for p in protocols}
-    for p in protocols:
-        # IS needs an image per split; a covariance needs two.
-        minimum = p.splits if p.kind == "is" else 2
-        if num_gen[p.name] < minimum:
-            raise ValueError(f"{p.name} needs at least {minimum} generated images")
+    num_gen = {p.name: p.count("gen", num_gen_override, "num_gen_override") for p in protocols}
     if fids and real_dataset is None:
         raise ValueError(f"{', '.join(p.name for p in fids)} need a real dataset")
-    num_real = {
-        p.name: p.num_real
-        if num_real_override is None
-        else _count(p.num_real or len(real_dataset), num_real_override, "num_real_override")
-        for p in fids
-    }
+    num_real = {p.name: p.count("real", num_real_override, "num_real_override") for p in fids}
 
     weights = resolve_inception_weights(weights_path, allow_download=allow_download)
     weights_hash = weights_sha256(weights)

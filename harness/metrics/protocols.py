@@ -1,4 +1,4 @@
-"""Metrics named by protocol (SPEC section 5), after stylegan2-ada-pytorch's metric registry.
+"""Metrics named by protocol (docs/metrics.md), after stylegan2-ada-pytorch's metric registry.
 
 A protocol name fixes every count that changes a metric's value, so numbers logged under
 the same name are comparable across runs and with the paper.
@@ -27,14 +27,30 @@ class MetricProtocol:
     num_real: int | None = None
     splits: int | None = None
 
+    def count(self, which: Literal["gen", "real"], override: int | None, key: str) -> int | None:
+        """The generated or real count to use: the protocol's, or ``override`` (named ``key``
+        in errors), which may only scale it down; an IS needs an image per split and a
+        covariance two. A full-set ``num_real`` (None) admits any override of at least 2."""
+        default = self.num_gen if which == "gen" else self.num_real
+        if override is None:
+            return default
+        low = self.splits if which == "gen" and self.kind == "is" else 2
+        if override < low or (default is not None and override > default):
+            allowed = f"{low}..{default}" if default is not None else f">= {low}"
+            raise ValueError(
+                f"{key}={override} is not allowed for {self.name}: it only scales the "
+                f"protocol's count down, to {allowed}"
+            )
+        return override
+
 
 PROTOCOLS: dict[str, MetricProtocol] = {
     p.name: p
     for p in (
-        # The reference code's two metrics (SPEC 5).
+        # The reference code's two metrics (docs/metrics.md).
         MetricProtocol("is50k", "is", num_gen=50_000, splits=10),
         MetricProtocol("fid10k_5k", "fid", num_gen=10_000, num_real=5_000),
-        # What most later papers report (SPEC 5: "offer both, named by protocol").
+        # What most later papers report (docs/metrics.md: "offer both, named by protocol").
         MetricProtocol("fid50k_full", "fid", num_gen=50_000, num_real=None),
     )
 }

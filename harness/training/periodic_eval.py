@@ -1,6 +1,6 @@
-"""IS/FID of the generator during training and of saved checkpoints (SPEC section 5).
+"""IS/FID of the generator during training and of saved checkpoints (docs/metrics.md).
 
-The metrics are `bssn.metrics` protocols (`is50k`, `fid10k_5k`, `fid50k_full`). G is
+The metrics are `harness.metrics` protocols (`is50k`, `fid10k_5k`, `fid50k_full`). G is
 evaluated in eval mode on latents from a generator seeded with the run's seed plus
 EVAL_SEED_OFFSET, created afresh for every evaluation: every evaluation of a run (and
 evaluate.py on its checkpoints) sees the same latents, so values differ only through G.
@@ -29,9 +29,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from bssn.atomic import atomic_write
-from bssn.metrics import PROTOCOLS, compute_metrics, get_protocol, resolve_inception_weights
 from data import ImageSet
+from data.stream import CACHE_DIR
+from harness.atomic import atomic_write
+from harness.metrics import PROTOCOLS, compute_metrics, get_protocol, resolve_inception_weights
 
 from .run_log import RunLog
 
@@ -45,23 +46,16 @@ _STEP_FILE = re.compile(r"^step_(\d{7,})\.json$")
 
 def reference_cache_dir(dataset_root: str | os.PathLike) -> Path:
     """Where the real images' Inception statistics are cached: beside the dataset."""
-    return Path(dataset_root).expanduser() / ".bssn_cache" / "inception"
+    return Path(dataset_root).expanduser() / CACHE_DIR / "inception"
 
 
 def check_counts(eval_cfg: DictConfig) -> None:
     """Reject eval.num_gen / eval.num_real that some requested protocol cannot use."""
     for name in eval_cfg.metrics:
         p = get_protocol(name)
-        limits = [("eval.num_gen", eval_cfg.num_gen, p.splits if p.kind == "is" else 2, p.num_gen)]
+        p.count("gen", eval_cfg.num_gen, "eval.num_gen")
         if p.kind == "fid":
-            limits.append(("eval.num_real", eval_cfg.num_real, 2, p.num_real))
-        for key, value, low, high in limits:
-            if value is not None and not (low <= value and (high is None or value <= high)):
-                allowed = f"{low}..{high}" if high is not None else f">= {low}"
-                raise ValueError(
-                    f"{key}={value} is not allowed for {name}: it only scales the protocol's "
-                    f"count down, to {allowed}"
-                )
+            p.count("real", eval_cfg.num_real, "eval.num_real")
 
 
 def preflight(eval_cfg: DictConfig) -> str:
@@ -71,7 +65,9 @@ def preflight(eval_cfg: DictConfig) -> str:
     cache path) instead of failing at the first evaluation, hours into training.
     """
     check_counts(eval_cfg)
-    return resolve_inception_weights(eval_cfg.inception_weights, allow_download=eval_cfg.download_weights)
+    return resolve_inception_weights(
+        eval_cfg.inception_weights, allow_download=eval_cfg.download_weights
+    )
 
 
 def evaluate_generator(
@@ -86,8 +82,9 @@ def evaluate_generator(
 ) -> dict[str, Any]:
     """compute_metrics of G (eval mode, then restored) on latents seeded with `seed`.
 
-    `num_workers` decode the real images (dataset.num_workers). The global RNG state is restored afterwards (the real images' DataLoader draws from
-    it), so a run with evaluations trains exactly as one without.
+    `num_workers` decode the real images (dataset.num_workers). The global RNG state is
+    restored afterwards (the real images' DataLoader draws from it), so a run with
+    evaluations trains exactly as one without.
     """
     latents = torch.Generator(device=device).manual_seed(seed)
 
@@ -178,8 +175,9 @@ class PeriodicEval:
     """Rank 0's evaluator during training; call it with the raw (non-DDP) G at each
     evaluation step."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, real: ImageSet, device: torch.device,
-                 start_step: int) -> None:
+    def __init__(
+        self, cfg: DictConfig, run_dir: Path, real: ImageSet, device: torch.device, start_step: int
+    ) -> None:
         self.eval_cfg = cfg.eval
         self.seed = cfg.seed + EVAL_SEED_OFFSET
         self.real, self.device, self.progress = real, device, cfg.logger.progress
@@ -193,9 +191,15 @@ class PeriodicEval:
         self.summary = Summary.load(run_dir, start_step)
 
     def __call__(self, step: int, g: nn.Module, run_log: RunLog) -> dict[str, float]:
-        results = evaluate_generator(g, self.real, self.eval_cfg, seed=self.seed,
-                                     device=self.device, num_workers=self.num_workers,
-                                     progress=self.progress)
+        results = evaluate_generator(
+            g,
+            self.real,
+            self.eval_cfg,
+            seed=self.seed,
+            device=self.device,
+            num_workers=self.num_workers,
+            progress=self.progress,
+        )
         write_json(self.folder / f"step_{step:07d}.json", {"step": step, **results})
         values = scalars(results)
         run_log.log(step, values)

@@ -1,4 +1,4 @@
-"""GAN losses (SPEC.md section 4): hinge for Table 1, WGAN-GP for the gamma variants."""
+"""GAN losses (docs/training.md): hinge for Table 1, WGAN-GP for the gamma variants."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def wgan_d(d_real: Tensor, d_fake: Tensor) -> Tensor:
     return d_fake.mean() - d_real.mean()
 
 
-def gradient_penalty(d: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, eps: Tensor) -> Tensor:
+def gradient_penalty(
+    d: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, eps: Tensor
+) -> Tensor:
     """Gulrajani et al.: E[(||grad_x D(x_hat)||_2 - 1)^2] on x_hat = eps real + (1 - eps) fake."""
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(d(x_hat).sum(), x_hat, create_graph=True)

@@ -16,11 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from bssn.atomic import atomic_write
+from harness.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^ckpt_(\d{7,})\.pt$")
+
+#: Version of the checkpoint layout, written into every checkpoint and checked on load.
+FORMAT = 1
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -59,7 +62,11 @@ def load_latest(run_dir: Path) -> tuple[dict[str, Any], Path] | None:
     """The newest checkpoint that loads; an unreadable newer one is reported and skipped."""
     for path in reversed(list_checkpoints(run_dir)):
         try:
-            return torch.load(path, map_location="cpu", weights_only=False), path
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            if not isinstance(state, dict) or state.get("format") != FORMAT:
+                found = state.get("format") if isinstance(state, dict) else type(state).__name__
+                raise ValueError(f"checkpoint format {found!r}, expected {FORMAT}")
+            return state, path
         except Exception as err:  # a truncated or foreign file: say so, try the previous one
             log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, err)
     return None

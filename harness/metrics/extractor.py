@@ -1,4 +1,4 @@
-"""Inception features of uint8 images and of generator samples (SPEC section 5).
+"""Inception features of uint8 images and of generator samples (docs/metrics.md).
 
 The extractor is torch-fidelity's `inception-v3-compat`, a port of the TF 2015-12-05
 Inception graph the reference code used: '2048' (pool3) features for FID and
@@ -17,7 +17,7 @@ import torch
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from tqdm import tqdm
 
-from bssn.metrics.frechet import FeatureMoments
+from harness.metrics.frechet import FeatureMoments
 
 EXTRACTOR_NAME = "inception-v3-compat"
 #: Order of the extractor's outputs.
