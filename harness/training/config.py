@@ -29,12 +29,18 @@ class ModelConfig:
     name: str = MISSING  # one of models.MODELS
     z_dim: int = 128
     negative_slope: float = 0.1  # D's leaky-ReLU slope (0 for the ResNet)
+    # Whether the D steps' G forwards update G's batch-norm running statistics: yes in the
+    # authors' CNN, no in their ResNet (harness/training/batchnorm.py).
+    bn_stats_on_d_step: bool = True
 
 
 @dataclass
 class NormConfig:
     mode: str = "bssn"  # one of bssn.MODES
     n_power_iterations: int = 1  # per D step (docs/normalization.md)
+    # Steps on the random start vectors before training: 0 as in the authors' code (u drawn
+    # once); bssn.apply's own default is torch's 15 (docs/reference_differences.md).
+    init_power_iterations: int = 0
     # Thm. 1 experiment (Fig. 3): layer i normalized to a random spectral norm c_i with
     # geometric mean layer_scales_geomean (sn/snconv/bsn only); None = every layer 1.
     layer_scales_geomean: float | None = None
@@ -191,6 +197,9 @@ def validate(cfg: DictConfig) -> None:
     _one_of("logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
     bssn.modes.check_scale(cfg.scale, cfg.norm.mode)
     bssn.modes.check_power_iterations(cfg.norm.n_power_iterations)
+    bssn.modes.check_power_iterations(
+        cfg.norm.init_power_iterations, "norm.init_power_iterations", low=0
+    )
     if cfg.norm.layer_scales_geomean is not None:
         from bssn.analysis.thm1 import LAYER_SCALE_MODES
 
