@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from harness.metrics.extractor import EXTRACTOR_NAME, Sampler, extract_generated, load_inception
 from harness.metrics.frechet import frechet_distance
-from harness.metrics.inception_score import inception_score
+from harness.metrics.inception_score import IS_HEADS, inception_score
 from harness.metrics.protocols import MetricProtocol, get_protocol
 from harness.metrics.reference_stats import reference_statistics
 from harness.metrics.weights import resolve_inception_weights, weights_sha256
@@ -45,7 +45,7 @@ def compute_metrics(
     `num_gen_override` / `num_real_override` replace every requested metric's generated /
     real counts (smoke tests only); each result then says `reduced: True`.
 
-    Returns {name: {"mean", "std", "num_gen", "splits", "reduced"}} for IS,
+    Returns {name: {"mean", "std", "num_gen", "splits", "head", "reduced"}} for IS,
     {name: {"value", "num_gen", "num_real", "reduced"}} for FID, and under "protocol" the
     weights' path and sha256 (16 hex), the extractor, seed, output range, overrides and the
     reference-statistics files.
@@ -86,6 +86,7 @@ def compute_metrics(
         stats_at=[num_gen[p.name] for p in fids],
         num_logits=max((num_gen[p.name] for p in protocols if p.kind == "is"), default=0),
         batch_size=batch_size,
+        heads=list(dict.fromkeys(p.head for p in protocols if p.kind == "is")),
         progress=progress,
     )
 
@@ -93,12 +94,13 @@ def compute_metrics(
     for p in protocols:
         n = num_gen[p.name]
         if p.kind == "is":
-            mean, std = inception_score(generated.logits[:n], p.splits)
+            mean, std = inception_score(generated.logits[p.head][:n], p.splits)
             results[p.name] = {
                 "mean": mean,
                 "std": std,
                 "num_gen": n,
                 "splits": p.splits,
+                "head": p.head,
                 "reduced": n != p.num_gen,
             }
         else:
@@ -119,5 +121,10 @@ def compute_metrics(
         "num_gen_override": num_gen_override,
         "num_real_override": num_real_override,
         "reference_stats": {name: str(ref.path) for name, ref in references.items()},
+        "is_heads": {
+            p.head: f"{IS_HEADS[p.head].feature}, first {IS_HEADS[p.head].classes or 1008} classes"
+            for p in protocols
+            if p.kind == "is"
+        },
     }
     return results

@@ -1,8 +1,9 @@
 """Inception features of uint8 images and of generator samples (docs/metrics.md).
 
 The extractor is torch-fidelity's `inception-v3-compat`, a port of the TF 2015-12-05
-Inception graph the reference code used: '2048' (pool3) features for FID and
-'logits_unbiased' (the softmax input without bias) for IS.
+Inception graph the reference code used: '2048' (pool3) features for FID, and for IS
+'logits' (the final layer with its bias) and 'logits_unbiased' (without), the inputs of
+the two IS heads (inception_score.IS_HEADS).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorIncepti
 from tqdm import tqdm
 
 from harness.metrics.frechet import FeatureMoments
+from harness.metrics.inception_score import IS_HEADS
 
 EXTRACTOR_NAME = "inception-v3-compat"
-#: Order of the extractor's outputs.
-FEATURES = ("2048", "logits_unbiased")
+#: Order of the extractor's outputs: pool3, then the logits without and with the bias.
+FEATURES = ("2048", "logits_unbiased", "logits")
 
 Sampler = Callable[[int], torch.Tensor]
 
@@ -68,22 +70,24 @@ def _no_tf32() -> Iterator[None]:
 
 def extract(
     extractor: FeatureExtractorInceptionV3, images: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pool3 [B, 2048], logits_unbiased [B, 1008]) of uint8 images [B, 1 or 3, H, W]."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """pool3 [B, 2048] and {"logits_unbiased", "logits"}: [B, 1008] of uint8 images
+    [B, 1 or 3, H, W]."""
     if images.dtype != torch.uint8:
         raise TypeError(f"the extractor takes uint8 images, got {images.dtype}")
     device = next(extractor.parameters()).device
     with torch.inference_mode(), _no_tf32():
-        pool, logits = extractor(to_rgb(images).to(device))
-    return pool, logits
+        pool, *logits = extractor(to_rgb(images).to(device))
+    return pool, dict(zip(FEATURES[1:], logits, strict=True))
 
 
 @dataclass
 class GeneratedFeatures:
-    """FID statistics at each requested count and the IS logits of the first samples."""
+    """FID statistics at each requested count and, per IS head, the logits of the first
+    samples."""
 
     stats: dict[int, tuple[np.ndarray, np.ndarray]]
-    logits: np.ndarray
+    logits: dict[str, np.ndarray]
 
 
 def extract_generated(
@@ -94,21 +98,25 @@ def extract_generated(
     stats_at: Sequence[int],
     num_logits: int,
     batch_size: int,
+    heads: Sequence[str] = ("tfgan",),
     progress: bool = True,
 ) -> GeneratedFeatures:
     """Generate max(stats_at, num_logits) images once, in batches, and extract their features.
 
     FID statistics are taken over the first n images for each n in `stats_at` (so fid10k_5k
     reuses the first 10k images of fid50k_full); the logits of the first `num_logits`
-    images are kept for IS.
+    images are kept for IS, as each of `heads` (inception_score.IS_HEADS) reads them.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    unknown = [h for h in heads if h not in IS_HEADS]
+    if unknown:
+        raise ValueError(f"unknown IS head {unknown[0]!r}; allowed: {', '.join(IS_HEADS)}")
     total = max([*stats_at, num_logits])
     boundaries = sorted({*stats_at, total})
     moments = FeatureMoments()
     stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    logits_parts: list[np.ndarray] = []
+    logits_parts: dict[str, list[np.ndarray]] = {head: [] for head in heads}
     done = 0
     with tqdm(total=total, desc="generated images", unit="img", disable=not progress) as bar:
         for boundary in boundaries:
@@ -125,10 +133,15 @@ def extract_generated(
                 pool, logits = extract(extractor, to_uint8(images, output_range))
                 moments.update(pool)
                 if done < num_logits:
-                    logits_parts.append(logits[: num_logits - done].cpu().numpy())
+                    for head, parts in logits_parts.items():
+                        kept = logits[IS_HEADS[head].feature][: num_logits - done]
+                        parts.append(IS_HEADS[head].select(kept.cpu().numpy()))
                 done += n
                 bar.update(n)
             if boundary in stats_at:
                 stats[boundary] = moments.statistics()
-    logits_all = np.concatenate(logits_parts) if logits_parts else np.empty((0, 0), np.float32)
+    logits_all = {
+        head: np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
+        for head, parts in logits_parts.items()
+    }
     return GeneratedFeatures(stats=stats, logits=logits_all)

@@ -19,6 +19,7 @@ class MetricProtocol:
     num_real: real training images drawn once at random with a fixed seed, or None for the
         whole training set (FID only).
     splits: IS splits (IS only).
+    head: the classifier head of inception_score.IS_HEADS (IS only).
     """
 
     name: str
@@ -26,6 +27,7 @@ class MetricProtocol:
     num_gen: int
     num_real: int | None = None
     splits: int | None = None
+    head: str | None = None
 
     def count(self, which: Literal["gen", "real"], override: int | None, key: str) -> int | None:
         """The generated or real count to use: the protocol's, or ``override`` (named ``key``
@@ -47,10 +49,12 @@ class MetricProtocol:
 PROTOCOLS: dict[str, MetricProtocol] = {
     p.name: p
     for p in (
-        # The reference code's two metrics (docs/metrics.md).
-        MetricProtocol("is50k", "is", num_gen=50_000, splits=10),
+        # The reference code's two metrics (docs/metrics.md); is50k reads TF-GAN's head.
+        MetricProtocol("is50k", "is", num_gen=50_000, splits=10, head="tfgan"),
         MetricProtocol("fid10k_5k", "fid", num_gen=10_000, num_real=5_000),
-        # What most later papers report (docs/metrics.md: "offer both, named by protocol").
+        # What most later papers report (docs/metrics.md: "offer both, named by protocol"):
+        # the original OpenAI IS head (torch-fidelity's), and FID on the whole training set.
+        MetricProtocol("is50k_openai", "is", num_gen=50_000, splits=10, head="openai"),
         MetricProtocol("fid50k_full", "fid", num_gen=50_000, num_real=None),
     )
 }
