@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import submitit
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.utils import JobReturn, JobStatus
@@ -123,14 +124,55 @@ def test_dry_run_lists_jobs_and_status_and_launches_nothing(tmp_path, monkeypatc
         "hydra.sweeper.dry_run=true",
     )
     log = capsys.readouterr().out
-    assert "16 runs: 15 to launch, 1 finished (dry run: nothing launched)" in log
+    assert "16 jobs, 2 trained once as the same configuration as another" in log
+    assert "14 distinct runs: 13 to launch, 1 finished (dry run: nothing launched)" in log
     assert f"finished               {out}/stl10-cnn-bssn-s1.2-seed0" in log
     assert f"resumes at 5000/800000 {out}/stl10-cnn-sn-s1.0-seed0" in log
     assert f"new                    {out}/stl10-cnn-ssn-s0.7-seed0" in log
+    # ssn at 1 is sn: not launched, its cell is read from the sn run.
+    assert (
+        f"same as                {out}/stl10-cnn-sn-s1.0-seed0  (seed=0 norm=ssn scale=1.0" in log
+    )
+    assert (
+        f"same as                {out}/stl10-cnn-bsn-s1.0-seed0  (seed=0 norm=bssn scale=1.0" in log
+    )
+    assert f"{out}/stl10-cnn-ssn-s1.0-seed0" not in log
     assert sorted(p.name for p in out.iterdir()) == [
         "stl10-cnn-bssn-s1.2-seed0",
         "stl10-cnn-sn-s1.0-seed0",
     ]
+
+
+def test_table1_cifar10_dry_run_counts_230_distinct_runs(tmp_path, monkeypatch, capsys) -> None:
+    """240 grid jobs, of which ssn and bssn at 1.0 (5 seeds each) are sn and bsn."""
+    multirun(
+        monkeypatch,
+        "experiment=table1_cifar10",
+        f"out_dir={tmp_path}",
+        "hydra.sweeper.dry_run=true",
+    )
+    log = capsys.readouterr().out
+    assert "240 jobs, 10 trained once as the same configuration as another" in log
+    assert "230 distinct runs: 230 to launch, 0 finished (dry run: nothing launched)" in log
+
+
+@pytest.mark.parametrize("scaled,plain", [("ssn", "sn"), ("bssn", "bsn")])
+def test_scale_one_twins_train_bit_identical_networks(tmp_path, scaled, plain) -> None:
+    """Why the sweeper trains ssn/bssn at 1.0 once: they are sn/bsn to the last bit."""
+    from harness.training.loop import train
+
+    states = []
+    for norm in (scaled, plain):
+        cfg = compose_cfg(*TINY, f"norm={norm}", "scale=1.0", f"out_dir={tmp_path}")
+        train(cfg, tmp_path / norm)
+        ckpt = torch.load(
+            sorted((tmp_path / norm / "checkpoints").iterdir())[-1], weights_only=False
+        )
+        states.append(ckpt)
+    for part in ("G", "D"):
+        assert states[0][part].keys() == states[1][part].keys()
+        for key, value in states[0][part].items():
+            assert torch.equal(value, states[1][part][key]), f"{part}.{key}"
 
 
 def test_a_bad_cell_fails_before_anything_is_launched(tmp_path, monkeypatch) -> None:
@@ -390,11 +432,30 @@ def test_missing_unfinished_and_metricless_runs_are_reported(fabricated) -> None
     # Against the preset's grid, every cell never run is reported too.
     expected = expected_from_preset("table1_cifar10", CONFIGS)
     problems = build_table(find_runs(fabricated), expected=expected).problems
-    assert (
-        "cifar10 ssn s=10 seed=3: no run" in problems
-        and "cifar10 bsn s=1 seed=0: no run" in problems
-    )
-    assert sum(p.endswith(": no run") for p in problems) == 240 - 15
+    assert "cifar10 ssn s=10 seed=3: no run" in problems
+    # The sn runs are ssn's 1.0 cells and the bssn 1.0 runs are bsn's: 10 fewer missing.
+    twins = [p for p in problems if p.startswith(("cifar10 ssn s=1 ", "cifar10 bsn s=1 "))]
+    assert twins == [  # the bssn run's own gap, under its twin cell too
+        f"cifar10 bsn s=1 seed=4: fid10k_5k last logged at step 200000, not at the final step "
+        f"400000; not counted: {fabricated}/cifar10-cnn-bssn-s1.0-seed4"
+    ]
+    assert sum(p.endswith(": no run") for p in problems) == 240 - 15 - 10
+
+
+def test_sn_runs_are_read_back_as_the_ssn_scale_one_cell(fabricated) -> None:
+    expected = expected_from_preset("table1_cifar10", CONFIGS)
+    table = build_table(find_runs(fabricated), expected=expected)
+    groups = {(g.metric, g.norm, g.scale): g for g in table.groups}
+    assert groups[("is50k", "ssn", 1.0)].values == groups[("is50k", "sn", 1.0)].values
+    assert groups[("is50k", "ssn", 1.0)].values == dict(enumerate(SN_IS))
+    assert groups[("is50k", "bsn", 1.0)].values == groups[("is50k", "bssn", 1.0)].values
+    rows = {(r.group.metric, r.group.norm): r for r in table.rows}
+    assert rows[("is50k", "ssn")].group.mean == pytest.approx(7.2)  # its only scale so far
+    assert sorted(table.notes) == [
+        "cifar10: bsn at scale 1 is the bssn runs (the same network, trained once)",
+        "cifar10: ssn at scale 1 is the sn runs (the same network, trained once)",
+    ]
+    # Without ssn or bsn in the table, nothing stands in (the other test: notes == []).
 
 
 def test_best_during_training_takes_each_runs_best_value(fabricated) -> None:

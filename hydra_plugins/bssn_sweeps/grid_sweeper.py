@@ -14,9 +14,12 @@ A command-line override replaces that key in every grid (``seed=0`` runs seed 0 
 Without grids the sweep is ``params`` times the command line, as with Hydra's basic
 sweeper. Every job is composed and validated before anything is launched, so a bad value
 fails at once, not on the cluster. Jobs that resolve to the same run directory are launched
-once, and runs whose newest checkpoint is at ``train.iterations`` are left out
-(``skip_finished``); the others start or resume. ``dry_run=true`` lists the jobs and their
-status and launches nothing.
+once, and so are jobs that train the same network: ``ssn``/``bssn`` at scale 1 are
+``sn``/``bsn`` (harness/training/equivalent.py), so only the ``sn``/``bsn`` job runs when
+the sweep has both and Table 1 reads it back for both cells. Runs whose newest checkpoint
+is at ``train.iterations`` are left out (``skip_finished``); the others start or resume.
+``dry_run=true`` lists the jobs and their status, counts the distinct runs and launches
+nothing.
 
 This package sits at the repository root (beside ``data`` and ``models``): Hydra finds it
 when ``train.py`` runs from the checkout, as its namespace package ``hydra_plugins``.
@@ -24,6 +27,7 @@ when ``train.py`` runs from the checkout, as its namespace package ``hydra_plugi
 
 # No `from __future__ import annotations`: Hydra's plugin scan executes this module outside
 # sys.modules, where dataclasses cannot resolve string annotations.
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -127,13 +131,22 @@ class GridSweeper(Sweeper):
             )
 
     def plan(self, arguments: Sequence[str]) -> list[PlannedJob]:
-        """Every job composed and validated, with its run directory and status."""
+        """Every distinct job composed and validated, with its run directory and status."""
+        return self.plan_with_duplicates(arguments)[0]
+
+    def plan_with_duplicates(
+        self, arguments: Sequence[str]
+    ) -> tuple[list[PlannedJob], list[tuple[tuple[str, ...], Path]]]:
+        """The distinct jobs, and the jobs left out as the same configuration as one of
+        them (each with the run directory that trains it)."""
         from harness.training.checkpoint import latest_step
         from harness.training.config import validate
+        from harness.training.equivalent import canonical
 
         assert self.hydra_context is not None and self.config is not None
         loader = self.hydra_context.config_loader
         planned: dict[Path, PlannedJob] = {}
+        by_config: dict[str, list[tuple[bool, Path]]] = {}
         for overrides in expand(self.params, self.grids, arguments, loader):
             cfg = loader.load_sweep_config(self.config, overrides)
             run_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
@@ -152,18 +165,43 @@ class GridSweeper(Sweeper):
             planned[run_dir] = PlannedJob(
                 tuple(overrides), run_dir, int(cfg.train.iterations), latest_step(run_dir)
             )
-        return list(planned.values())
+            # The same configuration up to the cell's name: ssn/bssn at 1 as sn/bsn.
+            config = OmegaConf.to_container(task_cfg, resolve=True)
+            norm, scale = canonical(config["norm"]["mode"], config["scale"])
+            is_canonical = (norm, scale) == (config["norm"]["mode"], float(config["scale"]))
+            config["norm"]["mode"], config["scale"] = norm, scale
+            del config["run_name"]
+            key = json.dumps(config, sort_keys=True, default=str)
+            by_config.setdefault(key, []).append((is_canonical, run_dir))
+        duplicates = []
+        for same in by_config.values():
+            # Keep the sn/bsn job when there is one (else the first), so that reruns and
+            # tables find the same directory whatever order the grids list the cells in.
+            keep = next((run_dir for canon, run_dir in same if canon), same[0][1])
+            for _, run_dir in same:
+                if run_dir != keep:
+                    duplicates.append((planned.pop(run_dir).overrides, keep))
+        return list(planned.values()), duplicates
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         assert self.config is not None
-        jobs = self.plan(arguments)
+        jobs, duplicates = self.plan_with_duplicates(arguments)
         for i, job in enumerate(jobs):
             log.info(
                 "%5s  %-22s %s  (%s)", f"#{i}", job.status, job.run_dir, " ".join(job.overrides)
             )
+        for overrides, run_dir in duplicates:
+            log.info("%5s  %-22s %s  (%s)", "", "same as", run_dir, " ".join(overrides))
         todo = [job for job in jobs if not (self.skip_finished and job.finished)]
+        if duplicates:
+            log.info(
+                "%d jobs, %d trained once as the same configuration as another "
+                "(ssn/bssn at scale 1 are sn/bsn)",
+                len(jobs) + len(duplicates),
+                len(duplicates),
+            )
         log.info(
-            "%d runs: %d to launch, %d finished%s",
+            "%d distinct runs: %d to launch, %d finished%s",
             len(jobs),
             len(todo),
             sum(j.finished for j in jobs),
