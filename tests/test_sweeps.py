@@ -192,19 +192,27 @@ def test_appendix_grid_cells_are_the_single_presets_runs(dataset) -> None:
     master = compose_cfg(f"experiment=appendix_{dataset}", hydra=True)
     sweeper = OmegaConf.to_container(master.hydra.sweeper)
     jobs = expand(sweeper["params"], sweeper["grids"], ["seed=0"])
-    assert len(jobs) == 10  # 5 settings x 2 norms
+    # (sn, bsn) in 4 settings; the gamma variants in those 4 and the base setting, as the
+    # authors' same_gamma/diff_gamma configs run them.
+    assert len(jobs) == 4 * 2 + 5 * 2
     folders = set()
     for job in jobs:
         values = dict(line.split("=", 1) for line in job)
         setting = Path(values["out_dir"]).name
-        single = f"gamma_{values['norm'].split('_')[1]}" if setting == "gamma" else setting
+        if values["norm"].endswith("_gamma"):
+            gamma = f"gamma_{values['norm'].split('_')[1]}"
+            other = setting.removeprefix("gamma").removeprefix("_")
+            single = f"[{other},{gamma}]" if other else gamma
+            extra = [f"out_dir={values['out_dir']}"]
+        else:
+            single, extra = setting, []
         grid_cfg = compose_cfg(f"experiment=appendix_{dataset}", *job)
         single_cfg = compose_cfg(
-            f"dataset={dataset}", f"experiment={single}", f"norm={values['norm']}", "seed=0"
+            f"dataset={dataset}", f"experiment={single}", f"norm={values['norm']}", "seed=0", *extra
         )
         assert to_container(grid_cfg) == to_container(single_cfg), job
         folders.add(grid_cfg.out_dir)
-    assert len(folders) == 5
+    assert len(folders) == 9
 
 
 # --- SLURM and DDP under submitit -----------------------------------------------------
