@@ -143,6 +143,25 @@ def test_dry_run_lists_jobs_and_status_and_launches_nothing(tmp_path, monkeypatc
     ]
 
 
+def test_a_started_twin_is_kept_rather_than_trained_again(tmp_path, monkeypatch, capsys) -> None:
+    """A bssn 1.0 run from an older sweep stands for bsn; bsn is not started from scratch."""
+    out = tmp_path / "runs"
+    folder = out / "stl10-cnn-bssn-s1.0-seed0" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "ckpt_0800000.pt").touch()
+    multirun(
+        monkeypatch,
+        "experiment=table1_stl10",
+        "seed=0",
+        f"out_dir={out}",
+        "hydra.sweeper.dry_run=true",
+    )
+    log = capsys.readouterr().out
+    assert f"finished               {out}/stl10-cnn-bssn-s1.0-seed0" in log
+    assert f"same as                {out}/stl10-cnn-bssn-s1.0-seed0  (seed=0 norm=bsn" in log
+    assert "14 distinct runs: 13 to launch, 1 finished" in log
+
+
 def test_table1_cifar10_dry_run_counts_230_distinct_runs(tmp_path, monkeypatch, capsys) -> None:
     """240 grid jobs, of which ssn and bssn at 1.0 (5 seeds each) are sn and bsn."""
     multirun(

@@ -175,9 +175,12 @@ class GridSweeper(Sweeper):
             by_config.setdefault(key, []).append((is_canonical, run_dir))
         duplicates = []
         for same in by_config.values():
-            # Keep the sn/bsn job when there is one (else the first), so that reruns and
-            # tables find the same directory whatever order the grids list the cells in.
-            keep = next((run_dir for canon, run_dir in same if canon), same[0][1])
+            # Keep a job that has already started (runs of older sweeps are not redone), else
+            # the sn/bsn job, else the first: reruns find the same directory whatever order
+            # the grids list the cells in.
+            started = [(canon, d) for canon, d in same if planned[d].checkpoint_step is not None]
+            pool = started or same
+            keep = next((run_dir for canon, run_dir in pool if canon), pool[0][1])
             for _, run_dir in same:
                 if run_dir != keep:
                     duplicates.append((planned.pop(run_dir).overrides, keep))
