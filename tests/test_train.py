@@ -15,9 +15,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+import bssn
 from data import DatasetNotFoundError
 from harness.training import checkpoint
-from harness.training.config import register_configs
+from harness.training.config import init_power_iterations_for, register_configs
 from harness.training.loop import ConfigMismatchError, NonFiniteLossError, train
 from harness.training.run_log import read_metrics
 
@@ -341,7 +342,15 @@ def test_d_step_updates_g_batch_norm_statistics_only_where_the_reference_does(ke
 
 def test_reference_training_defaults(tmp_path: Path) -> None:
     cnn = compose_cfg(tmp_path)
-    assert cnn.norm.init_power_iterations == 0 and cnn.model.bn_stats_on_d_step
+    assert init_power_iterations_for(cnn.norm) == 0 and cnn.model.bn_stats_on_d_step
+    # The Thm. 1 option needs each layer at its c_i from the start, so it warms up; a set
+    # value wins either way.
+    thm1 = compose_cfg(tmp_path, "norm=sn", "norm.layer_scales_geomean=1.0")
+    assert init_power_iterations_for(thm1.norm) == bssn.parametrizations.INIT_POWER_ITERATIONS
+    thm1_cold = compose_cfg(
+        tmp_path, "norm=sn", "norm.layer_scales_geomean=1.0", "norm.init_power_iterations=0"
+    )
+    assert init_power_iterations_for(thm1_cold.norm) == 0
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         resnet = compose("config", overrides=["dataset=imagenet"])
     assert resnet.model.name == "resnet" and not resnet.model.bn_stats_on_d_step

@@ -28,7 +28,7 @@ from models import build_models
 
 from . import checkpoint, diagnostics, distributed, losses, periodic_eval
 from .batchnorm import running_stats_kept
-from .config import config_differences, to_container, validate
+from .config import config_differences, init_power_iterations_for, to_container, validate
 from .run_log import RunLog
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def build(
         cfg.norm.n_power_iterations,
         input_size=(images.channels, images.resolution, images.resolution),
         negative_slope=cfg.model.negative_slope,
-        init_power_iterations=cfg.norm.init_power_iterations,
+        init_power_iterations=init_power_iterations_for(cfg.norm),
     )
     if cfg.norm.layer_scales_geomean is not None:  # the Thm. 1 experiment (Fig. 3)
         scales = analysis.thm1.apply_random_layer_scales(
