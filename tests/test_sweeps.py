@@ -568,7 +568,9 @@ def test_tiny_sweep_skips_finished_resumes_the_rest_and_ends_in_a_table(
     capsys.readouterr()
     multirun(monkeypatch, *sweep)
     text = capsys.readouterr().out
-    assert "8 runs: 1 to launch, 7 finished" in text and "resumes at 1/2" in text
+    # ssn/bssn without sn/bsn in the sweep: no cell has a twin, all 8 are distinct runs.
+    assert "8 distinct runs: 1 to launch, 7 finished" in text and "resumes at 1/2" in text
+    assert "same as" not in text
     assert latest_step(victim) == 2
     assert all(
         (out / r / "checkpoints" / "ckpt_0000002.pt").stat().st_mtime_ns == t
