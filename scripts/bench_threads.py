@@ -28,7 +28,7 @@ SETTINGS = {
     "1 thread": {"OMP_NUM_THREADS": "1"},
     "all cores + PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
 }
-STATES = ("idle", "one busy process")
+STATES = ("no added load", "+1 busy process")
 # The child imports torch before anything of ours, so only the environment it is given
 # decides the wait policy.
 CHILD = "import torch; from scripts.bench_threads import child; child({seconds})"
@@ -109,7 +109,7 @@ def main() -> None:
     for r in range(args.rounds):
         for state in STATES if r % 2 == 0 else reversed(STATES):
             busy = None
-            if state != "idle":
+            if state != STATES[0]:
                 busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
             try:
                 order = list(SETTINGS) if r % 2 == 0 else list(reversed(SETTINGS))
@@ -131,10 +131,10 @@ def main() -> None:
     print(f"| machine state | {header} |\n|---|" + "---|" * len(cols))
     for state in STATES:
         print(f"| {state} | " + " | ".join(f"{med[state, c]:.2f}" for c in cols) + " |")
-    best_idle = max(med["idle", c] for c in cols)
+    best_idle = max(med[STATES[0], c] for c in cols)
     default = "all cores + PASSIVE"
     print(
-        f"\nproject default ({default}): idle {med['idle', default] / best_idle:.2f} of the best "
+        f"\nproject default ({default}): idle {med[STATES[0], default] / best_idle:.2f} of the best "
         f"setting; beside a busy process {med[STATES[1], default] / med[STATES[1], '1 thread']:.2f}"
         " of 1 thread (goals: >= 0.90 each)"
     )

@@ -178,7 +178,11 @@ def _log_scalars(d_raw: nn.Module, d_out: dict[str, Tensor], g_loss: Tensor) -> 
 
 
 def compile_steps(
-    g_train: nn.Module, d_train: nn.Module, d_raw: nn.Module, mode: str
+    g_train: nn.Module,
+    d_train: nn.Module,
+    d_raw: nn.Module,
+    mode: str = "default",
+    backend: str = "inductor",
 ) -> tuple[nn.Module, nn.Module, nn.Module]:
     """torch.compile G, D (as the D step runs it, DDP included) and D for the G step.
 
@@ -186,9 +190,10 @@ def compile_steps(
     and the optimizer steps stay eager. ``mode="reduce-overhead"`` adds CUDA graphs on GPU.
     D's forward is traced twice (weights requiring grad in the D step, not in the G step).
     """
-    g = torch.compile(g_train, mode=mode)
-    d = torch.compile(d_train, mode=mode)
-    d_for_g = d if d_train is d_raw else torch.compile(d_raw, mode=mode)
+    options = {"backend": backend} if backend != "inductor" else {"mode": mode}
+    g = torch.compile(g_train, **options)
+    d = torch.compile(d_train, **options)
+    d_for_g = d if d_train is d_raw else torch.compile(d_raw, **options)
     return g, d, d_for_g
 
 
