@@ -19,9 +19,7 @@ def _train(backend: str | None) -> tuple[torch.nn.Module, torch.nn.Module, list[
     # SGD, not Adam: Adam turns float-rounding differences of near-zero gradients into
     # +-lr steps, which would hide how closely the compiled gradients match.
     opt_g, opt_d = torch.optim.SGD(g.parameters(), 0.01), torch.optim.SGD(d.parameters(), 0.01)
-    g_step, d_step, d_for_g = (
-        compile_steps(g, d, d, "default", backend) if backend else (g, d, d)
-    )
+    g_step, d_step, d_for_g = compile_steps(g, d, d, "default", backend) if backend else (g, d, d)
     data = torch.Generator().manual_seed(1)
     losses = []
     for _ in range(STEPS):
