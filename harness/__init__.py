@@ -8,9 +8,3 @@ It is not installed: it runs from the repository root, beside ``models``, ``data
 - ``results``: Table 1 and the analysis figures, read back from run directories;
 - ``atomic``: the one way files are written, so a kill never leaves half a file.
 """
-
-from harness import threads
-
-# Before torch loads libgomp: train.py, evaluate.py and the scripts import the harness
-# before torch (harness/threads.py says why the wait policy matters).
-threads.set_wait_policy_env()

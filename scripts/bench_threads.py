@@ -7,7 +7,9 @@ pure-Python spin loop this script starts and stops. Columns:
 
 - ``all cores``: one thread per available CPU, libgomp's default wait (the old default);
 - ``1 thread``: ``OMP_NUM_THREADS=1``;
-- ``all cores + PASSIVE``: the project default (``harness.threads``).
+- ``all cores + PASSIVE``: ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep at once);
+- ``project default``: ``harness.threads``: as many threads as CPUs other processes
+  leave idle, measured from /proc/stat when the run starts.
 
     python -m scripts.bench_threads                  # ~2 minutes: 3 rounds of 4 s runs
     python -m scripts.bench_threads --rounds 5 --seconds 8
@@ -23,14 +25,15 @@ import subprocess
 import sys
 import time
 
+_CPUS = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
 SETTINGS = {
-    "all cores": {},
+    "all cores": {"OMP_NUM_THREADS": _CPUS},
     "1 thread": {"OMP_NUM_THREADS": "1"},
-    "all cores + PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "all cores + PASSIVE": {"OMP_NUM_THREADS": _CPUS, "OMP_WAIT_POLICY": "PASSIVE"},
+    "project default": {},
 }
 STATES = ("no added load", "+1 busy process")
-# The child imports torch before anything of ours, so only the environment it is given
-# decides the wait policy.
+# The child imports torch first: only the environment it is given decides the settings.
 CHILD = "import torch; from scripts.bench_threads import child; child({seconds})"
 
 
@@ -132,7 +135,7 @@ def main() -> None:
     for state in STATES:
         print(f"| {state} | " + " | ".join(f"{med[state, c]:.2f}" for c in cols) + " |")
     best_idle = max(med[STATES[0], c] for c in cols)
-    default = "all cores + PASSIVE"
+    default = "project default"
     vs_best = med[STATES[0], default] / best_idle
     vs_one = med[STATES[1], default] / med[STATES[1], "1 thread"]
     print(

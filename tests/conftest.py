@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import threads  # first import of torch's OpenMP comes after the wait policy
+from harness import threads
 
 # Subprocesses inherit the setting; an explicit OMP_NUM_THREADS of the caller wins.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

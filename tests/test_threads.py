@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -50,31 +48,34 @@ def test_bad_values_name_the_variable(clean_env: pytest.MonkeyPatch) -> None:
 def test_configure_sets_torch_threads(clean_env: pytest.MonkeyPatch) -> None:
     before = torch.get_num_threads()
     try:
-        assert threads.configure(3) == 3 and torch.get_num_threads() == 3
+        assert threads.configure(3) is None and torch.get_num_threads() == 3
         clean_env.setenv("OMP_NUM_THREADS", "2")
-        assert threads.configure(None) == 2 and torch.get_num_threads() == 2
+        assert threads.configure(None) is None and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 
 
-def test_wait_policy_is_set_before_torch_loads_openmp() -> None:
-    """In a fresh process the entry points' import order gives libgomp the policy."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    code = (
-        "from harness import threads; ok = threads.set_wait_policy_env(); import os, torch; "
-        "print(ok, os.environ['OMP_WAIT_POLICY'])"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert out == ["True", threads.WAIT_POLICY]
-    late = "import torch; from harness import threads; print(threads.set_wait_policy_env())"
-    out = subprocess.run(
-        [sys.executable, "-c", late], env=env, capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert out == ["False"]  # too late: reported, so callers can warn
-    env["OMP_WAIT_POLICY"] = "ACTIVE"  # the user's choice is kept
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert out == ["True", "ACTIVE"]
+def test_load_aware_threads_leave_busy_cpus_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From /proc/stat-like counters: 4 CPUs, one kept busy by another process."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    clock = {"busy": 0.0, "total": 0.0, "own": 0.0}
+    monkeypatch.setattr(threads, "_cpu_times", lambda cpus: (clock["busy"], clock["total"]))
+    monkeypatch.setattr(os, "times", lambda: os.times_result((clock["own"], 0, 0, 0, 0)))
+    monkeypatch.setattr(threads.time, "sleep", lambda s: advance(s, busy_cpus=1, own_cpus=0))
+
+    def advance(seconds: float, busy_cpus: float, own_cpus: float) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        clock["total"] += 4 * seconds * tick
+        clock["busy"] += (busy_cpus + own_cpus) * seconds * tick
+        clock["own"] += own_cpus * seconds
+
+    adaptive = threads.LoadAwareThreads(limit=4, period=0.0)
+    assert adaptive.threads == 3  # one CPU is another process's
+    advance(10, busy_cpus=0, own_cpus=3)  # the neighbour left; our 3 threads ran
+    assert adaptive.update() == 4
+    advance(10, busy_cpus=2, own_cpus=2)  # two busy neighbours arrive
+    assert adaptive.update() == 2
+    advance(10, busy_cpus=2, own_cpus=2)
+    assert adaptive.update() is None  # unchanged
+    advance(10, busy_cpus=6, own_cpus=0.5)  # more busy threads than CPUs: at least 1
+    assert adaptive.update() == 1

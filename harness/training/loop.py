@@ -200,7 +200,6 @@ def compile_steps(
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train (or resume) the run in ``run_dir``; returns the run's summary."""
     validate(cfg)
-    threads.configure(cfg.train.threads)
     if cfg.eval.every:
         periodic_eval.preflight(cfg.eval)  # missing Inception weights fail now, not hours later
     ctx = distributed.setup(cfg.train.device)
@@ -213,6 +212,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str, Any]:
     config = to_container(cfg)
     t = cfg.train
+    cpu_threads = threads.configure(t.threads)  # None: fixed count, nothing to follow
     d_part = _local(t.batch_size, ctx, "train.batch_size")
     g_batch = t.g_batch_size or t.batch_size
     g_part = _local(g_batch, ctx, "train.g_batch_size")
@@ -338,6 +338,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
         bad |= ~torch.isfinite(g_loss)
         step = it + 1
         bar.update(1)
+        threads.update(cpu_threads)  # fewer threads while other processes keep CPUs busy
 
         logging_now = step % t.log_freq == 0 or step == t.iterations
         analysis_now = t.analysis_freq and (step % t.analysis_freq == 0 or step == t.iterations)
