@@ -139,7 +139,7 @@ def main() -> None:
     vs_best = med[STATES[0], default] / best_idle
     vs_one = med[STATES[1], default] / med[STATES[1], "1 thread"]
     print(
-        f"\nproject default ({default}): {STATES[0]}: {vs_best:.2f} of the best setting; "
+        f"\n{default}: {STATES[0]}: {vs_best:.2f} of the best setting; "
         f"{STATES[1]}: {vs_one:.2f} of 1 thread (goals: >= 0.90 each)"
     )
 
