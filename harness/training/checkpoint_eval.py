@@ -20,6 +20,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from data import ImageSet, load_dataset
+from harness import threads
 from harness.metrics import PROTOCOLS, weights_sha256
 from models import build_models
 
@@ -39,6 +40,7 @@ class EvaluateConfig:
     dataset_root: str | None = None  # where the real images are now; None = the run's dataset.root
     device: str = "auto"  # auto | cpu | cuda
     progress: bool = True
+    threads: int | None = None  # CPU intra-op threads; None = auto (harness/threads.py)
 
 
 def register_configs() -> None:
@@ -133,6 +135,7 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     Each row is the stored result plus "file" (its JSON) and "skipped" (True when an
     up-to-date result was found and nothing was computed).
     """
+    threads.configure(cfg.threads)
     run_dir, ckpts = checkpoints_of(cfg)
     weights_hash = weights_sha256(preflight(cfg.eval))
     device = _device(cfg.device)

@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from data import ImageSet
-from data.stream import CACHE_DIR
+from data.stream import cache_root
 from harness.atomic import atomic_write
 from harness.metrics import PROTOCOLS, compute_metrics, get_protocol, resolve_inception_weights
 
@@ -44,9 +44,10 @@ SUMMARY = "summary.json"
 _STEP_FILE = re.compile(r"^step_(\d{7,})\.json$")
 
 
-def reference_cache_dir(dataset_root: str | os.PathLike) -> Path:
-    """Where the real images' Inception statistics are cached: beside the dataset."""
-    return Path(dataset_root).expanduser() / CACHE_DIR / "inception"
+def reference_cache_dir(dataset_root: str | os.PathLike, cache_dir: str | None = None) -> Path:
+    """Where the real images' Inception statistics are cached: beside the dataset, or under
+    dataset.cache_dir when set."""
+    return cache_root(dataset_root, cache_dir) / "inception"
 
 
 def check_counts(eval_cfg: DictConfig) -> None:
@@ -79,6 +80,7 @@ def evaluate_generator(
     device: torch.device,
     num_workers: int,
     progress: bool,
+    cache_dir: str | None = None,
 ) -> dict[str, Any]:
     """compute_metrics of G (eval mode, then restored) on latents seeded with `seed`.
 
@@ -98,7 +100,7 @@ def evaluate_generator(
             return compute_metrics(
                 list(eval_cfg.metrics), sample, g.output_range, real,
                 weights_path=eval_cfg.inception_weights, device=device,
-                batch_size=eval_cfg.batch_size, cache_dir=reference_cache_dir(real.root),
+                batch_size=eval_cfg.batch_size, cache_dir=reference_cache_dir(real.root, cache_dir),
                 num_gen_override=eval_cfg.num_gen, num_real_override=eval_cfg.num_real,
                 num_workers=num_workers, progress=progress,
             )  # fmt: skip
@@ -182,6 +184,7 @@ class PeriodicEval:
         self.seed = cfg.seed + EVAL_SEED_OFFSET
         self.real, self.device, self.progress = real, device, cfg.logger.progress
         self.num_workers = cfg.dataset.num_workers
+        self.cache_dir = cfg.dataset.cache_dir
         self.folder = Path(run_dir) / "eval"
         # Results after the resumed step belong to an abandoned future of the run.
         if self.folder.is_dir():
@@ -199,6 +202,7 @@ class PeriodicEval:
             device=self.device,
             num_workers=self.num_workers,
             progress=self.progress,
+            cache_dir=self.cache_dir,
         )
         write_json(self.folder / f"step_{step:07d}.json", {"step": step, **results})
         values = scalars(results)
