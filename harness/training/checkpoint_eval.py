@@ -32,11 +32,20 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EvaluateConfig:
-    run_dir: str | None = None  # evaluate every checkpoints/ckpt_*.pt of this run directory
+    # What to score: exactly one of these three.
+    run_dir: str | None = None  # every checkpoints/ckpt_*.pt of this run directory
     checkpoint: str | None = None  # or this one checkpoint file (of <run_dir>/checkpoints/)
+    images: str | None = None  # or a folder of images / an .npz (arr_0 uint8 [N, H, W, C])
+    # What `images` is compared with (FID, KID, precision/recall): one of these two.
+    real: str | None = None  # a folder of images / an .npz
+    real_dataset: str | None = None  # a dataset's training set, as train.py reads it (e.g. mnist)
+    resolution: int | None = None  # of `real_dataset`; None = the size of `images`
+    out: str | None = None  # `images` only: also write the result JSON here
     # metrics, inception_weights, batch_size, num_gen, num_real (eval.every is not used)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    dataset_root: str | None = None  # where the real images are now; None = the run's dataset.root
+    # Where the real images are now; None = the run's dataset.root (with
+    # real_dataset: $BSSN_DATA, else ./datasets, as train.py).
+    dataset_root: str | None = None
     device: str = "auto"  # auto | cpu | cuda
     progress: bool = True
 
@@ -48,7 +57,13 @@ def register_configs() -> None:
 def checkpoints_of(cfg: DictConfig) -> tuple[Path, list[Path]]:
     """(run directory, checkpoints to evaluate, oldest first) from `run_dir` or `checkpoint`."""
     if (cfg.run_dir is None) == (cfg.checkpoint is None):
-        raise ValueError("give exactly one of run_dir=<run directory> or checkpoint=<file.pt>")
+        raise ValueError(
+            "give exactly one of run_dir=<run directory>, checkpoint=<file.pt> or "
+            "images=<folder or .npz>"
+        )
+    for key in ("real", "real_dataset", "resolution", "out"):
+        if cfg[key] is not None:
+            raise ValueError(f"{key}= applies to images= only; a run is scored on its dataset")
     if cfg.checkpoint is not None:
         path = Path(cfg.checkpoint).expanduser()
         if not path.is_file():
@@ -133,6 +148,10 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     Each row is the stored result plus "file" (its JSON) and "skipped" (True when an
     up-to-date result was found and nothing was computed).
     """
+    if cfg.images is not None:
+        from .image_eval import evaluate_images
+
+        return [evaluate_images(cfg)]
     run_dir, ckpts = checkpoints_of(cfg)
     weights_hash = weights_sha256(preflight(cfg.eval))
     device = _device(cfg.device)
@@ -150,21 +169,39 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     return rows
 
 
+def column(name: str, result: dict[str, Any]) -> str:
+    """A metric's column title: its protocol name, with the counts used when reduced."""
+    if not result["reduced"]:
+        return name
+    counts = f"gen {result['num_gen']}"
+    if "num_real" in result:
+        counts += f", real {result['num_real']}"
+    return f"{name} (reduced: {counts})"
+
+
+def cell(name: str, result: dict[str, Any]) -> str:
+    """A metric's value as printed: mean ± std, a value, or precision / recall."""
+    kind = PROTOCOLS[name].kind
+    if kind in ("is", "kid"):
+        digits = 3 if kind == "is" else 5
+        return f"{result['mean']:.{digits}f} ± {result['std']:.{digits}f}"
+    if kind == "pr":
+        return f"P {result['precision']:.3f} / R {result['recall']:.3f}"
+    return f"{result['value']:.3f}"
+
+
 def format_table(rows: list[dict[str, Any]], metrics: list[str]) -> str:
-    """A Markdown table: checkpoint, step, one column per metric, computed or reused."""
+    """A Markdown table: checkpoint, step, one column per metric, computed or reused.
+
+    Reduced counts show in the column titles (every row of one call has the same counts).
+    """
+    titles = [column(name, rows[0][name]) for name in metrics] if rows else metrics
     lines = [
-        "| checkpoint | step | " + " | ".join(metrics) + " | |",
+        "| checkpoint | step | " + " | ".join(titles) + " | |",
         "|---|---|" + "---|" * len(metrics) + "---|",
     ]
     for row in rows:
-        cells = []
-        for name in metrics:
-            value = row[name]
-            cells.append(
-                f"{value['mean']:.3f} ± {value['std']:.3f}"
-                if PROTOCOLS[name].kind == "is"
-                else f"{value['value']:.3f}"
-            )
+        cells = [cell(name, row[name]) for name in metrics]
         status = "reused" if row["skipped"] else "computed"
         lines.append(
             f"| {Path(row['checkpoint']).name} | {row['step']} | "
