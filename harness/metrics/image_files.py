@@ -37,7 +37,7 @@ def _read_image(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         if image.mode not in ("L", "RGB"):
             image = image.convert("RGB")
-        array = np.asarray(image, dtype=np.uint8)
+        array = np.array(image, dtype=np.uint8)
     return array[:, :, None] if array.ndim == 2 else array
 
 

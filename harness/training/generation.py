@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
-from torchvision.io import write_png
+from PIL import Image
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
@@ -32,6 +32,12 @@ from .periodic_eval import EVAL_SEED_OFFSET, latent_sampler
 log = logging.getLogger(__name__)
 
 GRID_ROW = 8
+
+
+def write_png(image: torch.Tensor, path: Path) -> None:
+    """A uint8 [C, H, W] image (C = 1: grayscale) as a PNG file (lossless)."""
+    array = image.permute(1, 2, 0).numpy()
+    Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(path)
 
 
 @dataclass
@@ -92,7 +98,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
             images = to_uint8(sample(n), g.output_range).cpu()  # [n, C, H, W]
             if folder is not None:
                 for i, image in enumerate(images):
-                    write_png(image, str(folder / f"{done + i:06d}.png"))
+                    write_png(image, folder / f"{done + i:06d}.png")
             elif cfg.out is not None:
                 parts.append(images.permute(0, 2, 3, 1).numpy())
             if done < cfg.grid_count:
@@ -110,6 +116,6 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.grid is not None:
         grid = make_grid(torch.cat(grid_parts), nrow=GRID_ROW, padding=2, pad_value=255)
         Path(cfg.grid).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        write_png(grid, str(Path(cfg.grid).expanduser()))
+        write_png(grid, Path(cfg.grid).expanduser())
         written.append(str(cfg.grid))
     return info | {"shape": shape, "written": written}
