@@ -164,6 +164,16 @@ def test_png_folder_and_grid(mnist_run, tmp_path, fast_metrics) -> None:  # noqa
     assert c[0]["fid10k_5k"]["value"] == pytest.approx(0.0, abs=1e-3)
     assert json.loads((tmp_path / "r.json").read_text())["real"] == str(npz)
 
+    # A run against files: its evaluation images (the default seed) against the .npz.
+    last = checkpoint.list_checkpoints(run_dir)[-1]
+    fid = [*common, "eval.metrics=[fid10k_5k]"]
+    run_vs = evaluate(compose_in("evaluate", f"checkpoint={last}", f"real={npz}", *fid))[0]
+    assert Path(run_vs["file"]).name.startswith("ckpt_0000004.fid10k_5k.gen10.real10.vs-s-")
+    own = tmp_path / "own.npz"
+    run_generate(f"run_dir={run_dir}", "num=10", f"out={own}", "batch_size=10")
+    files_vs = evaluate(compose_in("evaluate", f"images={own}", f"real={npz}", *fid))[0]
+    assert run_vs["fid10k_5k"]["value"] == pytest.approx(files_vs["fid10k_5k"]["value"], rel=1e-6)
+
 
 def test_generation_is_deterministic_for_a_seed(mnist_run, tmp_path) -> None:
     run_dir = mnist_run["run_dir"]
@@ -210,10 +220,17 @@ def test_export_loads_with_weights_only_without_hydra(mnist_run, tmp_path) -> No
         assert torch.equal(torch.load(tmp_path / "out.pt"), g(z))
 
     # generate.py from the export writes what it writes from the run.
-    for source, name in ((f"checkpoint={export}", "e"), (f"run_dir={run_dir}", "r")):
-        run_generate(source, "num=6", f"out={tmp_path / name}.npz", "batch_size=3")
-    with np.load(tmp_path / "e.npz") as e, np.load(tmp_path / "r.npz") as r:
-        assert np.array_equal(e["arr_0"], r["arr_0"])
+    # generate.py from the export and from the training checkpoint writes what it writes
+    # from the run.
+    ckpt = checkpoint.list_checkpoints(run_dir)[-1]
+    arrays = []
+    for i, source in enumerate(
+        (f"checkpoint={export}", f"checkpoint={ckpt}", f"run_dir={run_dir}")
+    ):
+        run_generate(source, "num=6", f"out={tmp_path / str(i)}.npz", "batch_size=3")
+        with np.load(tmp_path / f"{i}.npz") as archive:
+            arrays.append(archive["arr_0"])
+    assert np.array_equal(arrays[0], arrays[2]) and np.array_equal(arrays[1], arrays[2])
 
 
 def test_bad_inputs_name_the_problem(mnist_run, tmp_path) -> None:

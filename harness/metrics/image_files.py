@@ -78,6 +78,7 @@ class ImageFiles(Dataset):
                 f"{height}x{width}x{channels}"
             )
         self.resolution, self.channels, self.count, self._shape = height, channels, count, shape
+        self.root = str(self.path.parent)  # reference statistics are cached beside the files
         # The cache key of reference statistics: which files, and their exact content.
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", self.path.stem or "images")
         self.name = f"{stem}-{_digest(self.files)}"

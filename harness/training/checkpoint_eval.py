@@ -3,7 +3,8 @@
 G is rebuilt from the checkpoint's own resolved config and evaluated as periodic
 evaluation does (same latents, same cached real statistics), so evaluate.py reproduces
 the values logged during training. Each checkpoint's result goes to
-`<run_dir>/eval/<ckpt stem>.<metrics joined by +>[.gen<N>][.real<N>].json`; a result
+`<run_dir>/eval/<ckpt stem>.<metrics joined by +>[.gen<N>][.real<N>][.vs-<files>].json`
+(`.vs-`: scored against real=<folder or .npz> instead of the training set); a result
 already there with the same metrics, counts and Inception weights (sha256) is reused.
 """
 
@@ -20,7 +21,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from data import ImageSet, load_dataset
+from data.datasets import channels_of
 from harness.metrics import PROTOCOLS, weights_sha256
+from harness.metrics.image_files import ImageFiles
 from models import build_models
 
 from . import checkpoint
@@ -61,9 +64,12 @@ def checkpoints_of(cfg: DictConfig) -> tuple[Path, list[Path]]:
             "give exactly one of run_dir=<run directory>, checkpoint=<file.pt> or "
             "images=<folder or .npz>"
         )
-    for key in ("real", "real_dataset", "resolution", "out"):
+    for key in ("real_dataset", "resolution", "out"):
         if cfg[key] is not None:
-            raise ValueError(f"{key}= applies to images= only; a run is scored on its dataset")
+            raise ValueError(
+                f"{key}= applies to images= only; a run is scored against its own training "
+                "set, or against real=<folder or .npz>"
+            )
     if cfg.checkpoint is not None:
         path = Path(cfg.checkpoint).expanduser()
         if not path.is_file():
@@ -78,13 +84,18 @@ def checkpoints_of(cfg: DictConfig) -> tuple[Path, list[Path]]:
     return run_dir, found
 
 
-def result_path(run_dir: Path, ckpt: Path, eval_cfg: DictConfig) -> Path:
-    """The JSON file of one checkpoint's evaluation; reduced counts are part of the name."""
+def result_path(
+    run_dir: Path, ckpt: Path, eval_cfg: DictConfig, real: ImageFiles | None = None
+) -> Path:
+    """The JSON file of one checkpoint's evaluation; reduced counts and real images other
+    than the training set are part of the name."""
     name = f"{ckpt.stem}.{'+'.join(eval_cfg.metrics)}"
     if eval_cfg.num_gen is not None:
         name += f".gen{eval_cfg.num_gen}"
     if eval_cfg.num_real is not None:
         name += f".real{eval_cfg.num_real}"
+    if real is not None:
+        name += f".vs-{real.name}"
     return run_dir / "eval" / f"{name}.json"
 
 
@@ -115,19 +126,31 @@ def _device(name: str) -> torch.device:
 
 
 def evaluate_checkpoint(
-    ckpt: Path, cfg: DictConfig, device: torch.device, datasets: dict[tuple, ImageSet]
+    ckpt: Path,
+    cfg: DictConfig,
+    device: torch.device,
+    datasets: dict[tuple, ImageSet | ImageFiles],
 ) -> dict[str, Any]:
-    """compute_metrics of one checkpoint's G on its run's training set."""
+    """compute_metrics of one checkpoint's G on its run's training set (or `cfg.real`)."""
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     saved = state["config"]
     data_cfg = saved["dataset"]
-    key = (data_cfg["name"], cfg.dataset_root or data_cfg["root"], data_cfg["resolution"])
-    if key not in datasets:
-        datasets[key] = load_dataset(*key, download=data_cfg["download"])
+    if cfg.real is not None:
+        key: tuple = ("real", cfg.real)
+        if key not in datasets:
+            datasets[key] = ImageFiles(cfg.real, key="real")
+    else:
+        key = (data_cfg["name"], cfg.dataset_root or data_cfg["root"], data_cfg["resolution"])
+        if key not in datasets:
+            datasets[key] = load_dataset(*key, download=data_cfg["download"])
     real = datasets[key]
     model = saved["model"]
     g, _ = build_models(
-        model["name"], real.resolution, real.channels, model["z_dim"], model["negative_slope"]
+        model["name"],
+        data_cfg["resolution"],
+        channels_of(data_cfg["name"]),
+        model["z_dim"],
+        model["negative_slope"],
     )
     g.load_state_dict(state["G"])
     results = evaluate_generator(
@@ -155,10 +178,13 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     run_dir, ckpts = checkpoints_of(cfg)
     weights_hash = weights_sha256(preflight(cfg.eval))
     device = _device(cfg.device)
-    datasets: dict[tuple, ImageSet] = {}
     rows = []
+    datasets: dict[tuple, ImageSet | ImageFiles] = {}
+    real = None
+    if cfg.real is not None:  # read (and hashed) once for every checkpoint
+        real = datasets[("real", cfg.real)] = ImageFiles(cfg.real, key="real")
     for ckpt in ckpts:
-        path = result_path(run_dir, ckpt, cfg.eval)
+        path = result_path(run_dir, ckpt, cfg.eval, real)
         result = _up_to_date(path, cfg.eval, weights_hash)
         skipped = result is not None
         if not skipped:

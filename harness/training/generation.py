@@ -61,8 +61,10 @@ def register_configs() -> None:
 
 def _check(cfg: DictConfig) -> None:
     if cfg.out is None and cfg.grid is None and cfg.export is None:
-        raise ValueError("nothing to write: give out=<file.npz or folder>, grid=<file.png> "
-                         "and/or export=<file.pt>")  # fmt: skip
+        raise ValueError(
+            "nothing to write: give out=<file.npz or folder>, grid=<file.png> "
+            "and/or export=<file.pt>"
+        )
     for key in ("num", "batch_size", "grid_count"):
         if cfg[key] < 1:
             raise ValueError(f"{key}={cfg[key]} must be >= 1")

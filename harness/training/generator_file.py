@@ -94,7 +94,9 @@ def _export_of_file(path: Path) -> dict[str, Any]:
     )
 
 
-def load_generator(run_dir: str | Path | None = None, file: str | Path | None = None):
+def load_generator(
+    run_dir: str | Path | None = None, file: str | Path | None = None
+) -> LoadedGenerator:
     """G (eval mode, CPU) from exactly one of a run directory (its newest valid checkpoint),
     a training checkpoint or an export file."""
     if (run_dir is None) == (file is None):

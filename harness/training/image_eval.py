@@ -32,7 +32,7 @@ def _reference(cfg: DictConfig, images: ImageFiles):
         raise ValueError("give at most one of real=<folder or .npz> and real_dataset=<name>")
     if cfg.real is not None:
         real = ImageFiles(cfg.real, key="real")
-        return real, reference_cache_dir(real.path.parent)
+        return real, reference_cache_dir(real.root)
     if cfg.real_dataset is not None:
         root = cfg.dataset_root or _default_root()
         resolution = cfg.resolution or images.resolution
