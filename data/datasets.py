@@ -163,12 +163,17 @@ def load_dataset(
         folder = os.path.join(root, _imagenet_folder(split))
         source = _open(name, root, split, False, lambda _: tvd.ImageFolder(folder))
         transform = _pipeline(v2.Resize(resolution, antialias=True), v2.CenterCrop(resolution))
-    channels = 1 if name == "mnist" else 3
+    channels = channels_of(name)
     # ILSVRC2012 (1.28M images at 128x128, ~63 GB as uint8) is decoded on the fly instead.
     fits_in_memory = name != "imagenet"
     return ImageSet(
         name, root, split, resolution, channels, fits_in_memory, source, transform, all_images
     )
+
+
+def channels_of(name: str) -> int:
+    """Image channels of dataset ``name``: 1 for MNIST, 3 otherwise."""
+    return 1 if name == "mnist" else 3
 
 
 def _resize(resolution: int) -> v2.Transform:

@@ -80,35 +80,42 @@ def extract(
 
 @dataclass
 class GeneratedFeatures:
-    """FID statistics at each requested count and the IS logits of the first samples."""
+    """FID statistics at each requested count, the IS logits of the first samples and the
+    pool3 features of the first samples (KID, precision/recall)."""
 
     stats: dict[int, tuple[np.ndarray, np.ndarray]]
     logits: np.ndarray
+    features: np.ndarray
 
 
 def extract_generated(
     sample: Sampler,
-    output_range: tuple[float, float],
+    output_range: tuple[float, float] | None,
     extractor: FeatureExtractorInceptionV3,
     *,
     stats_at: Sequence[int],
     num_logits: int,
     batch_size: int,
+    num_features: int = 0,
     progress: bool = True,
 ) -> GeneratedFeatures:
-    """Generate max(stats_at, num_logits) images once, in batches, and extract their features.
+    """Generate max(stats_at, num_logits, num_features) images once, in batches, and extract
+    their features.
 
-    FID statistics are taken over the first n images for each n in `stats_at` (so fid10k_5k
-    reuses the first 10k images of fid50k_full); the logits of the first `num_logits`
-    images are kept for IS.
+    `sample(n)` returns floats in `output_range`, or uint8 images when `output_range` is
+    None (images read from files). FID statistics are taken over the first n images for
+    each n in `stats_at` (so fid10k_5k reuses the first 10k images of fid50k_full); the
+    logits of the first `num_logits` images are kept for IS, and the pool3 features of the
+    first `num_features` for KID and precision/recall.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    total = max([*stats_at, num_logits])
+    total = max([*stats_at, num_logits, num_features])
     boundaries = sorted({*stats_at, total})
     moments = FeatureMoments()
     stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     logits_parts: list[np.ndarray] = []
+    feature_parts: list[np.ndarray] = []
     done = 0
     with tqdm(total=total, desc="generated images", unit="img", disable=not progress) as bar:
         for boundary in boundaries:
@@ -122,13 +129,22 @@ def extract_generated(
                     raise ValueError(
                         f"sample({n}) must return [{n}, C, H, W], got {tuple(images.shape)}"
                     )
-                pool, logits = extract(extractor, to_uint8(images, output_range))
+                if output_range is not None:
+                    images = to_uint8(images, output_range)
+                pool, logits = extract(extractor, images)
                 moments.update(pool)
                 if done < num_logits:
                     logits_parts.append(logits[: num_logits - done].cpu().numpy())
+                if done < num_features:
+                    feature_parts.append(pool[: num_features - done].cpu().numpy())
                 done += n
                 bar.update(n)
             if boundary in stats_at:
                 stats[boundary] = moments.statistics()
-    logits_all = np.concatenate(logits_parts) if logits_parts else np.empty((0, 0), np.float32)
-    return GeneratedFeatures(stats=stats, logits=logits_all)
+
+    def joined(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
+
+    return GeneratedFeatures(
+        stats=stats, logits=joined(logits_parts), features=joined(feature_parts)
+    )

@@ -311,6 +311,8 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
             resume_step=start if loaded else None,
             wandb_id=wandb_id,
         )
+    if ctx.is_main:
+        log.info("training %s: iterations %d..%d", run_dir, start + 1, t.iterations)
     bar = tqdm(
         total=t.iterations,
         initial=start,
@@ -367,6 +369,11 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
                 scalars |= analysis.log_scalars(d_raw, d_out["real"])
             run_log.log(step, scalars)
             if logging_now:
+                # The console's record of progress, kept in the run's train.log by Hydra.
+                log.info(
+                    "step %d/%d: d_loss=%.4f g_loss=%.4f it/s=%.3g",
+                    step, t.iterations, scalars["d_loss"], scalars["g_loss"], scalars["it_per_s"],
+                )  # fmt: skip
                 tick, tick_step = now, step
         if ctx.is_main and t.vis_freq and (step % t.vis_freq == 0 or step == t.iterations):
             grid = run_dir / "samples" / f"step_{step:07d}.png"

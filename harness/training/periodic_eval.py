@@ -22,12 +22,13 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from torch import nn
+from torch import Tensor, nn
 
 from data import ImageSet
 from data.stream import cache_root
@@ -55,7 +56,7 @@ def check_counts(eval_cfg: DictConfig) -> None:
     for name in eval_cfg.metrics:
         p = get_protocol(name)
         p.count("gen", eval_cfg.num_gen, "eval.num_gen")
-        if p.kind == "fid":
+        if p.needs_real:
             p.count("real", eval_cfg.num_real, "eval.num_real")
 
 
@@ -69,6 +70,21 @@ def preflight(eval_cfg: DictConfig) -> str:
     return resolve_inception_weights(
         eval_cfg.inception_weights, allow_download=eval_cfg.download_weights
     )
+
+
+def latent_sampler(g: nn.Module, seed: int, device: torch.device) -> Callable[[int], Tensor]:
+    """sample(n): G on the next n latents of a generator seeded with `seed`.
+
+    The latents are drawn on the CPU, so they are the same on every device; generate.py
+    draws with the same function, so its images are the ones evaluation scores when the
+    seed and batch size are the same.
+    """
+    latents = torch.Generator().manual_seed(seed)
+
+    def sample(n: int) -> Tensor:
+        return g(torch.randn(n, g.z_dim, generator=latents).to(device))
+
+    return sample
 
 
 def evaluate_generator(
@@ -88,11 +104,7 @@ def evaluate_generator(
     restored afterwards (the real images' DataLoader draws from it), so a run with
     evaluations trains exactly as one without.
     """
-    latents = torch.Generator(device=device).manual_seed(seed)
-
-    def sample(n: int) -> torch.Tensor:
-        return g(torch.randn(n, g.z_dim, generator=latents, device=device))
-
+    sample = latent_sampler(g, seed, device)
     was_training = g.training
     g.eval()
     try:
@@ -109,14 +121,17 @@ def evaluate_generator(
 
 
 def scalars(results: dict[str, Any]) -> dict[str, float]:
-    """Flat scalars of a compute_metrics result: `<is>`, `<is>_std` and `<fid>`."""
+    """Flat scalars of a compute_metrics result: `<is>`, `<is>_std`, `<fid>`, `<kid>`,
+    `<kid>_std`, `<pr>_precision`, `<pr>_recall`."""
     out: dict[str, float] = {}
     for name, value in results.items():
-        if name in PROTOCOLS and PROTOCOLS[name].kind == "is":
-            out[name], out[f"{name}_std"] = value["mean"], value["std"]
-        elif name in PROTOCOLS:
-            out[name] = value["value"]
+        if name in PROTOCOLS:
+            out |= PROTOCOLS[name].scalars(value)
     return out
+
+
+#: Every ranked scalar of every protocol and its better direction ("max" or "min").
+GOALS = {key: goal for p in PROTOCOLS.values() for key, goal in p.goals().items()}
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -127,14 +142,15 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def summarize(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per metric: best (max IS, min FID) and its step, latest and its step."""
+    """Per metric: best (max IS, precision, recall; min FID, KID) and its step, latest and
+    its step."""
     out: dict[str, dict[str, Any]] = {}
     for entry in sorted(history, key=lambda e: e["step"]):
         step = entry["step"]
         for name, value in entry.items():
-            if name not in PROTOCOLS:
+            if name not in GOALS:
                 continue
-            higher = PROTOCOLS[name].kind == "is"
+            higher = GOALS[name] == "max"
             best = out.get(name)
             improved = best is None or (value > best["best"] if higher else value < best["best"])
             out[name] = {
@@ -142,7 +158,7 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 "best_step": step if improved else best["best_step"],
                 "latest": value,
                 "latest_step": step,
-                "goal": "max" if higher else "min",
+                "goal": GOALS[name],
             }
     return out
 
