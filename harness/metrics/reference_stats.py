@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from tqdm import tqdm
 
-from harness.atomic import atomic_write
+from harness.atomic import atomic_write, build_lock
 from harness.metrics.extractor import extract
 from harness.metrics.frechet import FeatureMoments
 
@@ -93,12 +93,38 @@ def reference_statistics(
     path = reference_stats_path(
         cache_dir, dataset.name, dataset.resolution, size, num_real, seed, weights_hash
     )
-    if path.is_file():
-        with np.load(path) as cached:
-            return ReferenceStats(
-                cached["mu"], cached["sigma"], int(cached["num_images"]), path, computed=False
-            )
+    cached = _read(path)
+    if cached is not None:
+        return cached
+    with build_lock(path):  # runs evaluating at once: one computes, the others wait and reuse
+        cached = _read(path)
+        if cached is not None:
+            return cached
+        return _compute(
+            dataset, indices, path, extractor, weights_hash, seed, batch_size, num_workers, progress
+        )
 
+
+def _read(path: Path) -> ReferenceStats | None:
+    if not path.is_file():
+        return None
+    with np.load(path) as cached:
+        return ReferenceStats(
+            cached["mu"], cached["sigma"], int(cached["num_images"]), path, computed=False
+        )
+
+
+def _compute(
+    dataset: Dataset,
+    indices: np.ndarray,
+    path: Path,
+    extractor: FeatureExtractorInceptionV3,
+    weights_hash: str,
+    seed: int,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+) -> ReferenceStats:
     loader = DataLoader(
         Subset(dataset, indices.tolist()),
         batch_size=batch_size,
