@@ -51,7 +51,8 @@ def prepare(
     d = cfg.dataset
     say(f"[dataset] {d.name} under {Path(d.root).expanduser()} (download if missing, md5 checks)")
     images = load_dataset(d.name, d.root, d.resolution, download=True)
-    say(f"[dataset] ready: {len(images)} training images at {images.resolution}x{images.resolution}")
+    res = images.resolution
+    say(f"[dataset] ready: {len(images)} training images at {res}x{res}")
 
     if images.fits_in_memory and images.name != "shapes":
         data = decoded_images(images, d.num_workers, show_progress=True)
