@@ -129,9 +129,12 @@ class RunLog:
 
             self.wandb.log({key: wandb.Image(str(path))}, step=step)
         if self.tensorboard is not None:
-            from torchvision.io import ImageReadMode, read_image
+            import numpy as np
+            from PIL import Image
 
-            self.tensorboard.add_image(key, read_image(str(path), ImageReadMode.RGB), step)
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            self.tensorboard.add_image(key, pixels, step, dataformats="HWC")
 
     def close(self) -> None:
         self._jsonl.close()

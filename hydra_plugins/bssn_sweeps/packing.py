@@ -135,6 +135,7 @@ class PackedRuns:
                         env=child_environment(slots, len(running)),
                         stdout=out,
                         stderr=subprocess.STDOUT,
+                        preexec_fn=_stop_with_parent,
                     )
                 log.info("run %d (%s) started: pid %d", i, " ".join(job_args[0]), child.pid)
                 running[i] = (child, spec)
@@ -160,6 +161,15 @@ class PackedRuns:
             except subprocess.TimeoutExpired:
                 child.kill()
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def _stop_with_parent() -> None:
+    """In the child (Linux): SIGTERM when the parent dies, as SLURM would stop the whole
+    allocation; a run never outlives its pack and races its requeued self."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _result(spec: Path, returncode: int) -> Any:
