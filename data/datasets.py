@@ -66,6 +66,13 @@ _LOAD_ERRORS = (
 )
 
 
+#: Compute nodes often have no internet: the files then come from the prepare step.
+PREPARE_HINT = (
+    "On a cluster, run the prepare step once where the internet is, with this run's "
+    "overrides: python -m harness.prepare <overrides> (README, 'Clusters')."
+)
+
+
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are missing or corrupt and could not be downloaded."""
 
@@ -278,4 +285,6 @@ def _not_found_message(name: str, root: str, split: str, download: bool, err: Ba
         )
     else:
         lines.append("Set dataset.download=true to download it, or put the files there by hand.")
+    if name != "imagenet":
+        lines.append(PREPARE_HINT)
     return "\n".join(lines)

@@ -26,3 +26,28 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def build_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold ``<path>.lock`` while building the shared cache file ``path``.
+
+    The runs of a sweep start together and find the same cache missing: the first to get
+    the lock builds it, the others wait, then find it and reuse it (check again inside).
+    The lock is an OS file lock, released if its holder dies. Where no lock file can be
+    made (a read-only dataset folder) every run builds for itself, as without the lock.
+    """
+    from filelock import FileLock
+
+    lock_path = Path(f"{path}.lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_path))
+        lock.acquire()
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()

@@ -18,7 +18,7 @@ from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 INCEPTION_WEIGHTS_URL = URL_INCEPTION_V3
 INCEPTION_WEIGHTS_FILENAME = os.path.basename(URL_INCEPTION_V3)
 #: torch.hub's naming convention: the file name ends in a prefix of the file's sha256.
-_OFFICIAL_SHA256_PREFIX = INCEPTION_WEIGHTS_FILENAME.rsplit("-", 1)[1].split(".")[0]
+OFFICIAL_SHA256_PREFIX = INCEPTION_WEIGHTS_FILENAME.rsplit("-", 1)[1].split(".")[0]
 
 
 class InceptionWeightsNotFound(FileNotFoundError):
@@ -56,7 +56,7 @@ def resolve_inception_weights(path: str | os.PathLike | None, allow_download: bo
         socket.setdefaulttimeout(60)  # an offline machine fails fast instead of hanging
         try:
             torch.hub.download_url_to_file(
-                INCEPTION_WEIGHTS_URL, str(cached), hash_prefix=_OFFICIAL_SHA256_PREFIX
+                INCEPTION_WEIGHTS_URL, str(cached), hash_prefix=OFFICIAL_SHA256_PREFIX
             )
             return str(cached)
         except (OSError, RuntimeError) as err:  # URLError, timeouts, a hash mismatch
@@ -67,7 +67,9 @@ def resolve_inception_weights(path: str | os.PathLike | None, allow_download: bo
         f"Inception weights {INCEPTION_WEIGHTS_FILENAME} not found and {failure}. Either pass "
         f"eval.inception_weights=/path/to/{INCEPTION_WEIGHTS_FILENAME} "
         f"or place the file at {cached} (torch-fidelity's cache under TORCH_HOME). "
-        f"It is published at {INCEPTION_WEIGHTS_URL}."
+        f"It is published at {INCEPTION_WEIGHTS_URL}. On a cluster, fetch it once where the "
+        "internet is with python -m harness.prepare <this run's overrides>. To train "
+        "without IS/FID, pass eval=none."
     )
 
 

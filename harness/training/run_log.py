@@ -17,6 +17,10 @@ from typing import Any
 from harness.atomic import atomic_write
 
 JSONL, CSV = "metrics.jsonl", "scalars.csv"
+TENSORBOARD_MISSING = (
+    "logger.tensorboard=true needs the tensorboard package: pip install -r requirements.txt "
+    "(or pip install tensorboard)"
+)
 
 
 def _truncate_after(path: Path, step: int, step_of) -> None:
@@ -45,6 +49,15 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
         if path.exists()
         else []
     )
+
+
+def wandb_tags(config: dict) -> list[str]:
+    """Tags to filter a sweep's runs by in W&B: dataset, norm and scale."""
+    return [
+        f"dataset:{config['dataset']['name']}",
+        f"norm:{config['norm']['mode']}",
+        f"scale:{config['scale']}",
+    ]
 
 
 class RunLog:
@@ -84,16 +97,15 @@ class RunLog:
                 mode=wandb_cfg.mode,
                 dir=str(self.run_dir),
                 config=config,
+                tags=wandb_tags(config),
             )
             self.wandb_id = self.wandb.id
         self.tensorboard = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError as err:  # optional: not in requirements.txt
-                raise ImportError(
-                    "logger.tensorboard=true needs the tensorboard package: pip install tensorboard"
-                ) from err
+            except ImportError as err:  # pinned in requirements.txt; a partial install lacks it
+                raise ImportError(TENSORBOARD_MISSING) from err
 
             self.tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
 
@@ -116,6 +128,13 @@ class RunLog:
             import wandb
 
             self.wandb.log({key: wandb.Image(str(path))}, step=step)
+        if self.tensorboard is not None:
+            import numpy as np
+            from PIL import Image
+
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            self.tensorboard.add_image(key, pixels, step, dataformats="HWC")
 
     def close(self) -> None:
         self._jsonl.close()
