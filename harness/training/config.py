@@ -69,6 +69,9 @@ class TrainConfig:
     keep_checkpoints: int = 2  # newest full checkpoints kept on disk
     device: str = "auto"  # auto | cpu | cuda
     sync_batchnorm: bool = True  # DDP: G's batch norm over the global batch, as single-GPU
+    # Checkpoints exist but none is valid: start from 0 (they are renamed *.invalid)
+    # instead of stopping with an error that names them.
+    start_over: bool = False
 
 
 @dataclass
@@ -130,6 +133,7 @@ RESUMABLE_CHANGES = (
     "train.vis_freq",
     "train.ckpt_freq",
     "train.keep_checkpoints",
+    "train.start_over",
     "train.device",
     "dataset.root",
     "dataset.download",
@@ -203,6 +207,7 @@ def validate(cfg: DictConfig) -> None:
         "train.n_dis",
         "train.log_freq",
         "train.keep_checkpoints",
+        "train.start_over",
         "optim.lr_g",
         "optim.lr_d",
         "dataset.resolution",
