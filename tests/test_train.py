@@ -48,7 +48,7 @@ def run(out: Path, *overrides: str) -> Path:
 
 
 def final_state(run_dir: Path) -> dict:
-    return torch.load(checkpoint.list_checkpoints(run_dir)[-1], weights_only=False)
+    return torch.load(checkpoint.list_checkpoints(run_dir)[-1], weights_only=True)
 
 
 def assert_same_state(a: dict, b: dict, **tol) -> None:

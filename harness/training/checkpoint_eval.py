@@ -2,9 +2,10 @@
 
 G is rebuilt from the checkpoint's own resolved config and evaluated as periodic
 evaluation does (same latents, same cached real statistics), so evaluate.py reproduces
-the values logged during training. Each checkpoint's result goes to
-`<run_dir>/eval/<ckpt stem>.<metrics joined by +>[.gen<N>][.real<N>].json`; a result
-already there with the same metrics, counts and Inception weights (sha256) is reused.
+the values logged during training. Unreadable checkpoints are skipped with a warning.
+Each checkpoint's result goes to
+`<run_dir>/eval/<ckpt stem>.<metrics joined by +>[.gen<N>][.real<N>].json` (or `out_dir`);
+a result already there with the same metrics, counts and Inception weights (sha256) is reused.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class EvaluateConfig:
     # metrics, inception_weights, batch_size, num_gen, num_real (eval.every is not used)
     eval: EvalConfig = field(default_factory=EvalConfig)
     dataset_root: str | None = None  # where the real images are now; None = the run's dataset.root
+    # Where the result JSONs go; None = <run_dir>/eval (for a checkpoint outside a run's
+    # checkpoints/ folder: an eval/ folder beside it).
+    out_dir: str | None = None
     device: str = "auto"  # auto | cpu | cuda
     progress: bool = True
 
@@ -46,31 +50,38 @@ def register_configs() -> None:
 
 
 def checkpoints_of(cfg: DictConfig) -> tuple[Path, list[Path]]:
-    """(run directory, checkpoints to evaluate, oldest first) from `run_dir` or `checkpoint`."""
+    """(results folder, checkpoints to evaluate, oldest first) from `run_dir` or `checkpoint`.
+
+    The results folder is `out_dir` if given, else the run's `eval/`: for a checkpoint in
+    `<run>/checkpoints/` that is `<run>/eval`, for any other file an `eval/` beside it.
+    """
     if (cfg.run_dir is None) == (cfg.checkpoint is None):
         raise ValueError("give exactly one of run_dir=<run directory> or checkpoint=<file.pt>")
+    out = Path(cfg.out_dir).expanduser() if cfg.out_dir else None
     if cfg.checkpoint is not None:
         path = Path(cfg.checkpoint).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint={cfg.checkpoint} is not a file")
-        return path.resolve().parent.parent, [path]
+        folder = path.resolve().parent
+        run_dir = folder.parent if folder.name == checkpoint.checkpoint_dir(".").name else folder
+        return out or run_dir / "eval", [path]
     run_dir = Path(cfg.run_dir).expanduser()
     found = checkpoint.list_checkpoints(run_dir)
     if not found:
         raise FileNotFoundError(
             f"no {checkpoint.checkpoint_dir(run_dir)}/ckpt_*.pt in run_dir={cfg.run_dir}"
         )
-    return run_dir, found
+    return out or run_dir / "eval", found
 
 
-def result_path(run_dir: Path, ckpt: Path, eval_cfg: DictConfig) -> Path:
+def result_path(results: Path, ckpt: Path, eval_cfg: DictConfig) -> Path:
     """The JSON file of one checkpoint's evaluation; reduced counts are part of the name."""
     name = f"{ckpt.stem}.{'+'.join(eval_cfg.metrics)}"
     if eval_cfg.num_gen is not None:
         name += f".gen{eval_cfg.num_gen}"
     if eval_cfg.num_real is not None:
         name += f".real{eval_cfg.num_real}"
-    return run_dir / "eval" / f"{name}.json"
+    return results / f"{name}.json"
 
 
 def _up_to_date(path: Path, eval_cfg: DictConfig, weights_hash: str) -> dict[str, Any] | None:
@@ -100,10 +111,13 @@ def _device(name: str) -> torch.device:
 
 
 def evaluate_checkpoint(
-    ckpt: Path, cfg: DictConfig, device: torch.device, datasets: dict[tuple, ImageSet]
+    state: dict[str, Any],
+    ckpt: Path,
+    cfg: DictConfig,
+    device: torch.device,
+    datasets: dict[tuple, ImageSet],
 ) -> dict[str, Any]:
-    """compute_metrics of one checkpoint's G on its run's training set."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    """compute_metrics of one (validated) checkpoint's G on its run's training set."""
     saved = state["config"]
     data_cfg = saved["dataset"]
     key = (data_cfg["name"], cfg.dataset_root or data_cfg["root"], data_cfg["resolution"])
@@ -133,19 +147,29 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     Each row is the stored result plus "file" (its JSON) and "skipped" (True when an
     up-to-date result was found and nothing was computed).
     """
-    run_dir, ckpts = checkpoints_of(cfg)
+    results_dir, ckpts = checkpoints_of(cfg)
     weights_hash = weights_sha256(preflight(cfg.eval))
     device = _device(cfg.device)
     datasets: dict[tuple, ImageSet] = {}
-    rows = []
+    rows, invalid = [], []
     for ckpt in ckpts:
-        path = result_path(run_dir, ckpt, cfg.eval)
+        path = result_path(results_dir, ckpt, cfg.eval)
         result = _up_to_date(path, cfg.eval, weights_hash)
         skipped = result is not None
         if not skipped:
-            result = evaluate_checkpoint(ckpt, cfg, device, datasets)
+            try:  # as training does: a truncated or foreign file is reported and skipped
+                state = checkpoint.load(ckpt)
+            except checkpoint.InvalidCheckpointError as err:
+                log.warning("skipped: %s", err)
+                invalid.append(str(err))
+                continue
+            result = evaluate_checkpoint(state, ckpt, cfg, device, datasets)
             write_json(path, result)
         rows.append({**result, "file": str(path), "skipped": skipped})
+    if not rows:
+        raise checkpoint.NoValidCheckpointError(
+            "no valid checkpoint to evaluate:\n  " + "\n  ".join(invalid)
+        )
     print(format_table(rows, list(cfg.eval.metrics)))
     return rows
 

@@ -207,7 +207,6 @@ def validate(cfg: DictConfig) -> None:
         "train.n_dis",
         "train.log_freq",
         "train.keep_checkpoints",
-        "train.start_over",
         "optim.lr_g",
         "optim.lr_d",
         "dataset.resolution",
