@@ -51,6 +51,23 @@ def final_state(run_dir: Path) -> dict:
     return torch.load(checkpoint.list_checkpoints(run_dir)[-1], weights_only=True)
 
 
+def tiny_state(step: int, **changes) -> dict:
+    """A valid checkpoint of a one-weight G and D (checkpoint.validate accepts it)."""
+    state = {
+        "step": step,
+        "G": {"w": torch.ones(2)},
+        "D": {"w": torch.ones(2)},
+        "opt_g": {},
+        "opt_d": {},
+        "stream": {},
+        "rng": {},
+        "config": {},
+        "wandb_id": None,
+        "format": checkpoint.FORMAT,
+    }
+    return state | changes
+
+
 def assert_same_state(a: dict, b: dict, **tol) -> None:
     for part in ("G", "D"):
         assert a[part].keys() == b[part].keys()
@@ -227,7 +244,7 @@ save_atomic({"step": 2, "payload": torch.zeros(1000), "slow": Slow()}, Path(sys.
 
 def test_kill_during_checkpoint_write_keeps_the_previous_one(tmp_path: Path) -> None:
     target = tmp_path / "checkpoints" / "ckpt_0000002.pt"
-    checkpoint.save_checkpoint(tmp_path, 1, {"step": 1, "format": checkpoint.FORMAT}, keep=2)
+    checkpoint.save_checkpoint(tmp_path, 1, tiny_state(1), keep=2)
     proc = subprocess.Popen(
         [sys.executable, "-c", _SLOW_SAVE, str(target)],
         cwd=ROOT,
@@ -239,20 +256,23 @@ def test_kill_during_checkpoint_write_keeps_the_previous_one(tmp_path: Path) -> 
     proc.kill()
     proc.wait()
     assert not target.exists()
+    assert list(target.parent.glob(".ckpt_0000002.pt.*.tmp"))  # killed inside the write
     state, path = checkpoint.load_latest(tmp_path)
     assert state["step"] == 1 and path.name == "ckpt_0000001.pt"
 
 
 def test_unreadable_newest_checkpoint_falls_back_with_a_warning(tmp_path: Path, caplog) -> None:
-    checkpoint.save_checkpoint(tmp_path, 1, {"step": 1, "format": checkpoint.FORMAT}, keep=3)
+    checkpoint.save_checkpoint(tmp_path, 1, tiny_state(1), keep=3)
     (tmp_path / "checkpoints" / "ckpt_0000002.pt").write_bytes(b"truncated")
     state, _ = checkpoint.load_latest(tmp_path)
-    assert state["step"] == 1 and "unreadable" in caplog.text
+    assert state["step"] == 1 and "ckpt_0000002.pt does not load" in caplog.text
 
 
 def test_checkpoint_of_another_format_is_not_resumed(tmp_path: Path, caplog) -> None:
-    checkpoint.save_checkpoint(tmp_path, 1, {"step": 1, "format": checkpoint.FORMAT}, keep=3)
-    checkpoint.save_checkpoint(tmp_path, 2, {"step": 2, "format": checkpoint.FORMAT + 1}, keep=3)
+    checkpoint.save_checkpoint(tmp_path, 1, tiny_state(1), keep=3)
+    checkpoint.save_atomic(
+        tiny_state(2, format=checkpoint.FORMAT + 1), tmp_path / "checkpoints" / "ckpt_0000002.pt"
+    )
     state, path = checkpoint.load_latest(tmp_path)
     assert state["step"] == 1 and path.name == "ckpt_0000001.pt"
     assert f"checkpoint format {checkpoint.FORMAT + 1}, expected {checkpoint.FORMAT}" in caplog.text
