@@ -175,17 +175,6 @@ class GridSweeper(Sweeper):
             )
         return list(planned.values())
 
-
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two resolved configs."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [
-            d
-            for key in sorted(set(a) | set(b))
-            for d in _differences(a.get(key), b.get(key), f"{prefix}{key}.")
-        ]
-    return [] if a == b else [prefix.rstrip(".")]
-
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         assert self.config is not None
         jobs = self.plan(arguments)
@@ -211,3 +200,14 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
         for result in results:
             _ = result.return_value  # raises the job's exception, as Hydra's basic sweeper does
         return [results]
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            d
+            for key in sorted(set(a) | set(b))
+            for d in _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        ]
+    return [] if a == b else [prefix.rstrip(".")]
