@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import ROOT, TINY, compose_cfg, count_entries, entries_equal, run
+from test_train import ROOT, TINY, compose_cfg, count_entries, entries_equal
 
 from harness.training import checkpoint
 from harness.training.loop import train
 
-#: 40 iterations, a checkpoint every 2 (many writes to land in), one log line at the end.
-ARGS = ["train.iterations=40", "train.ckpt_freq=2", "train.log_freq=100", "train.vis_freq=0"]
+#: 80 iterations, a checkpoint every 2 (many writes to land in), one log line at the end.
+ARGS = ["train.iterations=80", "train.ckpt_freq=2", "train.log_freq=100", "train.vis_freq=0"]
 
 
 def _train_child(cfg, run_dir: str) -> None:
@@ -39,10 +39,20 @@ def forkserver():
     return ctx
 
 
-def _uninterrupted(tmp_path: Path, *args: str) -> dict:
-    """The final checkpoint of the run without faults; its folder is then moved aside, so
-    the faulty run uses the same out_dir and run_name (and so an equal config)."""
-    run_dir = run(tmp_path, *args)
+def _run_child(ctx, cfg, run_dir: Path) -> int:
+    proc = ctx.Process(target=_train_child, args=(cfg, str(run_dir)))
+    proc.start()
+    proc.join()
+    return proc.exitcode
+
+
+def _uninterrupted(ctx, tmp_path: Path, *args: str) -> dict:
+    """The final checkpoint of the run without faults, trained in a forkserver child like
+    the faulty run (same thread settings, so the same float reductions). Its folder is then
+    moved aside, so the faulty run has the same out_dir and run_name: an equal config."""
+    cfg = compose_cfg(tmp_path, *args)
+    run_dir = Path(cfg.out_dir) / cfg.run_name
+    assert _run_child(ctx, cfg, run_dir) == 0
     state = torch.load(checkpoint.list_checkpoints(run_dir)[-1], weights_only=True)
     run_dir.rename(run_dir.with_name("uninterrupted"))
     return state
@@ -52,25 +62,35 @@ def _temporaries(run_dir: Path) -> list[Path]:
     return list(checkpoint.checkpoint_dir(run_dir).glob(".ckpt_*.tmp"))
 
 
-def _kill_inside_a_write(proc, run_dir: Path, nth: int, timeout: float) -> bool:
+def _kill_inside_a_write(proc, run_dir: Path, nth: int, timeout: float) -> None:
     """SIGKILL ``proc`` as soon as its ``nth`` checkpoint write of this attempt is seen in
-    progress (a temporary file exists); True if it was."""
+    progress (its temporary file exists)."""
     seen, last, deadline = 0, None, time.monotonic() + timeout
     while proc.is_alive() and time.monotonic() < deadline:
         tmp = _temporaries(run_dir)
         if tmp and tmp[0] != last:
             seen, last = seen + 1, tmp[0]
             if seen == nth:
-                proc.kill()
-                return True
+                break
         time.sleep(0.0005)
     proc.kill()
-    return False
+
+
+def _kill_after_a_checkpoint(proc, run_dir: Path, delay: float, timeout: float) -> None:
+    """SIGKILL ``proc`` ``delay`` seconds after this attempt's first new checkpoint: a
+    random moment among its iterations (and possibly its next write)."""
+    before, deadline = checkpoint.latest_step(run_dir), time.monotonic() + timeout
+    while proc.is_alive() and time.monotonic() < deadline:
+        if checkpoint.latest_step(run_dir) != before:
+            break
+        time.sleep(0.001)
+    time.sleep(delay)
+    proc.kill()
 
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_changes_nothing(tmp_path: Path, forkserver) -> None:
-    expected = _uninterrupted(tmp_path, *ARGS)
+    expected = _uninterrupted(forkserver, tmp_path, *ARGS)
     cfg = compose_cfg(tmp_path, *ARGS)
     run_dir = Path(cfg.out_dir) / cfg.run_name
     chance = random.Random(10)
@@ -79,11 +99,15 @@ def test_sigkill_at_random_moments_changes_nothing(tmp_path: Path, forkserver) -
         attempts += 1
         proc = forkserver.Process(target=_train_child, args=(cfg, str(run_dir)))
         proc.start()
-        if attempts % 2:  # at a random moment of the run
-            proc.join(chance.uniform(0.05, 2.0))
+        # Each attempt progresses a few iterations at most, so 12 kills fit in one run.
+        mode = attempts % 3
+        if mode == 0:  # a random moment of the start-up (data, models, checkpoint load)
+            proc.join(chance.uniform(0.0, 0.5))
             proc.kill()
-        else:  # inside the 1st to 3rd checkpoint write of this attempt
-            _kill_inside_a_write(proc, run_dir, chance.randint(1, 3), timeout=20)
+        elif mode == 1:  # inside the 1st or 2nd checkpoint write of this attempt
+            _kill_inside_a_write(proc, run_dir, chance.randint(1, 2), timeout=60)
+        else:  # a random moment of the iterations after a checkpoint
+            _kill_after_a_checkpoint(proc, run_dir, chance.uniform(0.0, 0.15), timeout=60)
         proc.join()
         if proc.exitcode == 0:
             break  # the run finished before the kill
@@ -91,10 +115,7 @@ def test_sigkill_at_random_moments_changes_nothing(tmp_path: Path, forkserver) -
         torn = bool(_temporaries(run_dir))  # killed between a write's start and its rename
         in_write += torn
         kills.append((checkpoint.latest_step(run_dir), torn))
-    proc = forkserver.Process(target=_train_child, args=(cfg, str(run_dir)))
-    proc.start()
-    proc.join()
-    assert proc.exitcode == 0
+    assert _run_child(forkserver, cfg, run_dir) == 0
     final = torch.load(checkpoint.list_checkpoints(run_dir)[-1], weights_only=True)
     differences = entries_equal(expected, final)
     print(
@@ -114,7 +135,7 @@ def test_stop_signal_checkpoints_exits_and_resumes_identically(
     tmp_path: Path, forkserver, sig: signal.Signals
 ) -> None:
     args = [*ARGS, "train.iterations=30", "train.ckpt_freq=0"]  # only the last is scheduled
-    expected = _uninterrupted(tmp_path, *args)
+    expected = _uninterrupted(forkserver, tmp_path, *args)
     cfg = compose_cfg(tmp_path, *args)
     run_dir = Path(cfg.out_dir) / cfg.run_name
     proc = forkserver.Process(target=_train_child, args=(cfg, str(run_dir)))
@@ -128,7 +149,7 @@ def test_stop_signal_checkpoints_exits_and_resumes_identically(
     assert proc.exitcode == 128 + sig  # 143 / 140 / 130: "stopped by this signal"
     stopped_at = checkpoint.latest_step(run_dir)
     assert stopped_at is not None and stopped_at < 30, "no checkpoint, or the run had finished"
-    run(tmp_path, *args)
+    assert _run_child(forkserver, cfg, run_dir) == 0
     final = torch.load(checkpoint.list_checkpoints(run_dir)[-1], weights_only=True)
     assert entries_equal(expected, final) == []
 
@@ -139,14 +160,16 @@ def test_train_py_stopped_by_sigusr2_saves_and_exits_140(tmp_path: Path) -> None
     cmd = [sys.executable, str(ROOT / "train.py"), *TINY, f"out_dir={tmp_path}"]
     cmd += [*ARGS, "train.iterations=100000", "train.ckpt_freq=0", "run_name=r"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.monotonic() + 120
     while not (tmp_path / "r" / ".lock").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(1.0)
     proc.send_signal(signal.SIGUSR2)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGUSR2, stderr[-2000:]
-    assert "SIGUSR2 received" in stderr
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGUSR2, output[-2000:]
+    assert "SIGUSR2 received" in output and "stopped by SIGUSR2" in output
     step = checkpoint.latest_step(tmp_path / "r")
     assert step and checkpoint.load(checkpoint.list_checkpoints(tmp_path / "r")[-1])["step"] == step
