@@ -15,7 +15,12 @@ from harness.metrics.inception_score import inception_score
 from harness.metrics.kid_pr import kernel_inception_distance, precision_recall
 from harness.metrics.protocols import FEATURE_KINDS, MetricProtocol, get_protocol
 from harness.metrics.reference_stats import reference_features, reference_statistics
-from harness.metrics.weights import resolve_inception_weights, weights_sha256
+from harness.metrics.weights import (
+    INCEPTION_WEIGHTS_FILENAME,
+    is_official,
+    resolve_inception_weights,
+    weights_sha256,
+)
 
 
 def compute_metrics(
@@ -145,10 +150,16 @@ def compute_metrics(
         "extractor": f"torch-fidelity {torch_fidelity.__version__} {EXTRACTOR_NAME}",
         "weights_path": weights,
         "weights_sha256": weights_hash,
+        "weights_official": is_official(weights_hash),
         "seed": seed,
         "output_range": None if output_range is None else [float(v) for v in output_range],
         "num_gen_override": num_gen_override,
         "num_real_override": num_real_override,
         "reference_stats": {name: str(ref.path) for name, ref in references.items()},
     }
+    if not is_official(weights_hash):
+        results["protocol"]["warning"] = (
+            f"the Inception weights {weights} (sha256 {weights_hash}) are not the official "
+            f"{INCEPTION_WEIGHTS_FILENAME}: IS/FID are not comparable with published values"
+        )
     return results

@@ -12,6 +12,7 @@ import os
 import socket
 from pathlib import Path
 
+import torch
 import torch.hub
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
@@ -80,3 +81,30 @@ def weights_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
+
+
+class InvalidInceptionWeights(ValueError):
+    """A weights file that is not a state dict of tensors (truncated, garbage, pickled code)."""
+
+
+def is_official(sha256_16: str) -> bool:
+    """Whether a weights_sha256 matches the official file (its name carries a sha256 prefix)."""
+    return sha256_16.startswith(OFFICIAL_SHA256_PREFIX)
+
+
+def check_inception_weights(path: str | os.PathLike) -> str:
+    """Load the weights file now (start-up, not the first evaluation hours later) and return
+    its weights_sha256; InvalidInceptionWeights names the file when it is not a state dict."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise InvalidInceptionWeights(
+            f"eval.inception_weights: {path} does not load as a state dict "
+            f"({type(err).__name__}: {err}); it must be {INCEPTION_WEIGHTS_FILENAME}"
+        ) from err
+    if not (isinstance(state, dict) and state and all(torch.is_tensor(v) for v in state.values())):
+        raise InvalidInceptionWeights(
+            f"eval.inception_weights: {path} is not a state dict of tensors; "
+            f"it must be {INCEPTION_WEIGHTS_FILENAME}"
+        )
+    return weights_sha256(path)

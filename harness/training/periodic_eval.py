@@ -33,7 +33,15 @@ from torch import Tensor, nn
 from data import ImageSet
 from data.stream import cache_root
 from harness.atomic import atomic_write
-from harness.metrics import PROTOCOLS, compute_metrics, get_protocol, resolve_inception_weights
+from harness.metrics import (
+    INCEPTION_WEIGHTS_FILENAME,
+    PROTOCOLS,
+    check_inception_weights,
+    compute_metrics,
+    get_protocol,
+    is_official,
+    resolve_inception_weights,
+)
 
 from .run_log import RunLog
 
@@ -64,12 +72,23 @@ def preflight(eval_cfg: DictConfig) -> str:
     """Check the counts and find the Inception weights before any work starts.
 
     Raises InceptionWeightsNotFound (naming eval.inception_weights and torch-fidelity's
-    cache path) instead of failing at the first evaluation, hours into training.
+    cache path), or InvalidInceptionWeights for a file that does not load, instead of
+    failing at the first evaluation, hours into training.
     """
     check_counts(eval_cfg)
-    return resolve_inception_weights(
+    path = resolve_inception_weights(
         eval_cfg.inception_weights, allow_download=eval_cfg.download_weights
     )
+    sha256 = check_inception_weights(path)  # a garbage file fails now, naming itself
+    if not is_official(sha256):
+        log.warning(
+            "Inception weights %s (sha256 %s) are not the official %s: IS/FID will not be "
+            "comparable with published values (recorded in every result's protocol)",
+            path,
+            sha256,
+            INCEPTION_WEIGHTS_FILENAME,
+        )
+    return path
 
 
 def latent_sampler(g: nn.Module, seed: int, device: torch.device) -> Callable[[int], Tensor]:
