@@ -18,6 +18,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from data import DatasetNotFoundError
+from harness import threads
 from harness.training import checkpoint
 from harness.training.config import register_configs
 from harness.training.loop import ConfigMismatchError, NonFiniteLossError, train
@@ -176,6 +177,20 @@ def test_resume_continues_identically(tmp_path: Path) -> None:
     fresh = checkpoint.rng_state(torch.Generator())
     assert entries_equal(a["rng"]["numpy"], fresh["numpy"]) == []
     assert entries_equal(a["rng"]["python"], fresh["python"]) == []
+
+
+def test_cpu_thread_count_is_kept_for_the_run_and_its_resume(tmp_path: Path, monkeypatch) -> None:
+    """Automatic threads are chosen once on the CPU (the count changes float rounding) and a
+    resume restores the count its checkpoint was trained with, whatever the load is now."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "threads_for_this_process", lambda: 2)
+    monkeypatch.setattr(threads.LoadAwareThreads, "_measure", lambda self: 2)
+    first = run(tmp_path, "train.iterations=2")
+    assert final_state(first)["cpu_threads"] == 2
+    monkeypatch.setattr(threads.LoadAwareThreads, "_measure", lambda self: 1)  # now loaded
+    resumed = run(tmp_path, "train.iterations=4")
+    assert final_state(resumed)["cpu_threads"] == 2
+    torch.set_num_threads(1)
 
 
 def test_finished_run_is_not_trained_again(tmp_path: Path, caplog) -> None:

@@ -260,7 +260,11 @@ def _train(
 ) -> dict[str, Any]:
     config = to_container(cfg)
     t = cfg.train
-    cpu_threads = threads.configure(t.threads)  # None: fixed count, nothing to follow
+    # On the CPU the thread count changes float rounding, so it stays fixed for a run (and a
+    # resume keeps the count saved in its checkpoint: it continues identically); on a GPU
+    # the CPU threads only feed it and may follow the machine's load.
+    on_cpu = torch.device(ctx.device).type == "cpu"
+    cpu_threads = threads.configure(t.threads, follow_load=not on_cpu)
     d_part = _local(t.batch_size, ctx, "train.batch_size")
     g_batch = t.g_batch_size or t.batch_size
     g_part = _local(g_batch, ctx, "train.g_batch_size")
@@ -320,6 +324,8 @@ def _train(
         if not ctx.is_main:
             checkpoint.seed_all(cfg.seed + ctx.rank + state["step"])
         start, wandb_id, last_saved = state["step"], state["wandb_id"], path
+        if on_cpu and threads.is_automatic(t.threads) and "cpu_threads" in state:
+            torch.set_num_threads(int(state["cpu_threads"]))
         if ctx.is_main:
             log.info("resuming %s from step %d (%s)", run_dir, start, path.name)
 
@@ -398,6 +404,7 @@ def _train(
                 "config": config,
                 "wandb_id": run_log.wandb_id,
                 "format": checkpoint.FORMAT,
+                "cpu_threads": torch.get_num_threads(),
             },
             t.keep_checkpoints,
         )
