@@ -271,7 +271,7 @@ def test_slurm_launcher_submits_one_array_with_ddp_and_requeue(tmp_path, monkeyp
         "--gpus-per-node=4",
         "--ntasks-per-node=4",
         "--cpus-per-task=8",
-        "--mem=64GB",
+        "--mem=48GB",  # mem_gb_per_run 12 x 4 processes
         "--time=600",
         "--signal=USR2@120",
         "--array=0-7%8",  # 10 cells, 8 distinct runs: ssn/bssn at 1.0 are sn/bsn

@@ -1,7 +1,7 @@
 """IS and FID by protocol name, on torch-fidelity's inception-v3-compat (docs/metrics.md)."""
 
 from harness.metrics.compute import compute_metrics
-from harness.metrics.extractor import load_inception, to_uint8
+from harness.metrics.extractor import NonFiniteImagesError, load_inception, to_uint8
 from harness.metrics.frechet import FeatureMoments, frechet_distance
 from harness.metrics.inception_score import inception_score
 from harness.metrics.protocols import PROTOCOLS, MetricProtocol, get_protocol
@@ -13,7 +13,10 @@ from harness.metrics.reference_stats import (
 from harness.metrics.weights import (
     INCEPTION_WEIGHTS_FILENAME,
     InceptionWeightsNotFound,
+    InvalidInceptionWeights,
+    check_inception_weights,
     inception_weights_cache_path,
+    is_official,
     resolve_inception_weights,
     weights_sha256,
 )
@@ -23,6 +26,10 @@ __all__ = [
     "PROTOCOLS",
     "FeatureMoments",
     "InceptionWeightsNotFound",
+    "InvalidInceptionWeights",
+    "NonFiniteImagesError",
+    "check_inception_weights",
+    "is_official",
     "MetricProtocol",
     "ReferenceStats",
     "compute_metrics",

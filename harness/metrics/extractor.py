@@ -28,6 +28,10 @@ FEATURES = ("2048", "logits_unbiased", "logits")
 Sampler = Callable[[int], torch.Tensor]
 
 
+class NonFiniteImagesError(FloatingPointError):
+    """Generated images with NaN/Inf pixels: no metric of them means anything."""
+
+
 def load_inception(
     weights_path: str | os.PathLike, device: torch.device | str
 ) -> FeatureExtractorInceptionV3:
@@ -83,40 +87,47 @@ def extract(
 
 @dataclass
 class GeneratedFeatures:
-    """FID statistics at each requested count and, per IS head, the logits of the first
-    samples."""
+    """FID statistics at each requested count, per IS head the logits of the first samples,
+    and the pool3 features of the first samples (KID, precision/recall)."""
 
     stats: dict[int, tuple[np.ndarray, np.ndarray]]
     logits: dict[str, np.ndarray]
+    features: np.ndarray
 
 
 def extract_generated(
     sample: Sampler,
-    output_range: tuple[float, float],
+    output_range: tuple[float, float] | None,
     extractor: FeatureExtractorInceptionV3,
     *,
     stats_at: Sequence[int],
     num_logits: int,
     batch_size: int,
     heads: Sequence[str] = ("tfgan",),
+    num_features: int = 0,
     progress: bool = True,
 ) -> GeneratedFeatures:
-    """Generate max(stats_at, num_logits) images once, in batches, and extract their features.
+    """Generate max(stats_at, num_logits, num_features) images once, in batches, and extract
+    their features.
 
-    FID statistics are taken over the first n images for each n in `stats_at` (so fid10k_5k
-    reuses the first 10k images of fid50k_full); the logits of the first `num_logits`
-    images are kept for IS, as each of `heads` (inception_score.IS_HEADS) reads them.
+    `sample(n)` returns floats in `output_range`, or uint8 images when `output_range` is
+    None (images read from files). FID statistics are taken over the first n images for
+    each n in `stats_at` (so fid10k_5k reuses the first 10k images of fid50k_full); the
+    logits of the first `num_logits` images are kept for IS, as each of `heads`
+    (inception_score.IS_HEADS) reads them, and the pool3 features of the first
+    `num_features` for KID and precision/recall.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     unknown = [h for h in heads if h not in IS_HEADS]
     if unknown:
         raise ValueError(f"unknown IS head {unknown[0]!r}; allowed: {', '.join(IS_HEADS)}")
-    total = max([*stats_at, num_logits])
+    total = max([*stats_at, num_logits, num_features])
     boundaries = sorted({*stats_at, total})
     moments = FeatureMoments()
     stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     logits_parts: dict[str, list[np.ndarray]] = {head: [] for head in heads}
+    feature_parts: list[np.ndarray] = []
     done = 0
     with tqdm(total=total, desc="generated images", unit="img", disable=not progress) as bar:
         for boundary in boundaries:
@@ -130,18 +141,31 @@ def extract_generated(
                     raise ValueError(
                         f"sample({n}) must return [{n}, C, H, W], got {tuple(images.shape)}"
                     )
-                pool, logits = extract(extractor, to_uint8(images, output_range))
+                if not torch.isfinite(images).all():  # to_uint8 would clamp NaN to a colour
+                    raise NonFiniteImagesError(
+                        f"the generator produced NaN/Inf pixels (images {done}..{done + n - 1});"
+                        " IS/FID of such a generator are meaningless, so evaluation stopped"
+                    )
+                if output_range is not None:
+                    images = to_uint8(images, output_range)
+                pool, logits = extract(extractor, images)
                 moments.update(pool)
                 if done < num_logits:
                     for head, parts in logits_parts.items():
                         kept = logits[IS_HEADS[head].feature][: num_logits - done]
                         parts.append(IS_HEADS[head].select(kept.cpu().numpy()))
+                if done < num_features:
+                    feature_parts.append(pool[: num_features - done].cpu().numpy())
                 done += n
                 bar.update(n)
             if boundary in stats_at:
                 stats[boundary] = moments.statistics()
-    logits_all = {
-        head: np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
-        for head, parts in logits_parts.items()
-    }
-    return GeneratedFeatures(stats=stats, logits=logits_all)
+
+    def joined(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
+
+    return GeneratedFeatures(
+        stats=stats,
+        logits={head: joined(parts) for head, parts in logits_parts.items()},
+        features=joined(feature_parts),
+    )

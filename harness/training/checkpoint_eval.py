@@ -2,9 +2,12 @@
 
 G is rebuilt from the checkpoint's own resolved config and evaluated as periodic
 evaluation does (same latents, same cached real statistics), so evaluate.py reproduces
-the values logged during training. Each checkpoint's result goes to
-`<run_dir>/eval/<ckpt stem>.<metrics joined by +>[.gen<N>][.real<N>].json`; a result
-already there with the same metrics, counts and Inception weights (sha256) is reused.
+the values logged during training. Unreadable or invalid checkpoints are skipped with a
+warning. Each checkpoint's result goes to
+`<run_dir>/eval/<ckpt stem>.<metrics joined by +>[.gen<N>][.real<N>][.vs-<files>].json`
+(or `out_dir`; `.vs-`: scored against real=<folder or .npz> instead of the training set);
+a result already there with the same metrics, counts and Inception weights (sha256) is
+reused.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from data import ImageSet, load_dataset
+from data.datasets import channels_of
+from harness import threads
 from harness.metrics import PROTOCOLS, weights_sha256
+from harness.metrics.image_files import ImageFiles
 from models import build_models
 
 from . import checkpoint
@@ -32,13 +38,26 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EvaluateConfig:
-    run_dir: str | None = None  # evaluate every checkpoints/ckpt_*.pt of this run directory
+    # What to score: exactly one of these three.
+    run_dir: str | None = None  # every checkpoints/ckpt_*.pt of this run directory
     checkpoint: str | None = None  # or this one checkpoint file (of <run_dir>/checkpoints/)
+    images: str | None = None  # or a folder of images / an .npz (arr_0 uint8 [N, H, W, C])
+    # What `images` is compared with (FID, KID, precision/recall): one of these two.
+    real: str | None = None  # a folder of images / an .npz
+    real_dataset: str | None = None  # a dataset's training set, as train.py reads it (e.g. mnist)
+    resolution: int | None = None  # of `real_dataset`; None = the size of `images`
+    out: str | None = None  # `images` only: also write the result JSON here
     # metrics, inception_weights, batch_size, num_gen, num_real (eval.every is not used)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    dataset_root: str | None = None  # where the real images are now; None = the run's dataset.root
+    # Where the real images are now; None = the run's dataset.root (with
+    # real_dataset: $BSSN_DATA, else ./datasets, as train.py).
+    dataset_root: str | None = None
+    # Where the result JSONs go; None = <run_dir>/eval (for a checkpoint outside a run's
+    # checkpoints/ folder: an eval/ folder beside it).
+    out_dir: str | None = None
     device: str = "auto"  # auto | cpu | cuda
     progress: bool = True
+    threads: int | None = None  # CPU intra-op threads; None = auto (harness/threads.py)
 
 
 def register_configs() -> None:
@@ -46,31 +65,52 @@ def register_configs() -> None:
 
 
 def checkpoints_of(cfg: DictConfig) -> tuple[Path, list[Path]]:
-    """(run directory, checkpoints to evaluate, oldest first) from `run_dir` or `checkpoint`."""
+    """(results folder, checkpoints to evaluate, oldest first) from `run_dir` or `checkpoint`.
+
+    The results folder is `out_dir` if given, else the run's `eval/`: for a checkpoint in
+    `<run>/checkpoints/` that is `<run>/eval`, for any other file an `eval/` beside it.
+    """
     if (cfg.run_dir is None) == (cfg.checkpoint is None):
-        raise ValueError("give exactly one of run_dir=<run directory> or checkpoint=<file.pt>")
+        raise ValueError(
+            "give exactly one of run_dir=<run directory>, checkpoint=<file.pt> or "
+            "images=<folder or .npz>"
+        )
+    for key in ("real_dataset", "resolution", "out"):
+        if cfg[key] is not None:
+            raise ValueError(
+                f"{key}= applies to images= only; a run is scored against its own training "
+                "set, or against real=<folder or .npz>"
+            )
+    out = Path(cfg.out_dir).expanduser() if cfg.out_dir else None
     if cfg.checkpoint is not None:
         path = Path(cfg.checkpoint).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint={cfg.checkpoint} is not a file")
-        return path.resolve().parent.parent, [path]
+        folder = path.resolve().parent
+        run_dir = folder.parent if folder.name == checkpoint.checkpoint_dir(".").name else folder
+        return out or run_dir / "eval", [path]
     run_dir = Path(cfg.run_dir).expanduser()
     found = checkpoint.list_checkpoints(run_dir)
     if not found:
         raise FileNotFoundError(
             f"no {checkpoint.checkpoint_dir(run_dir)}/ckpt_*.pt in run_dir={cfg.run_dir}"
         )
-    return run_dir, found
+    return out or run_dir / "eval", found
 
 
-def result_path(run_dir: Path, ckpt: Path, eval_cfg: DictConfig) -> Path:
-    """The JSON file of one checkpoint's evaluation; reduced counts are part of the name."""
+def result_path(
+    results: Path, ckpt: Path, eval_cfg: DictConfig, real: ImageFiles | None = None
+) -> Path:
+    """The JSON file of one checkpoint's evaluation; reduced counts and real images other
+    than the training set are part of the name."""
     name = f"{ckpt.stem}.{'+'.join(eval_cfg.metrics)}"
     if eval_cfg.num_gen is not None:
         name += f".gen{eval_cfg.num_gen}"
     if eval_cfg.num_real is not None:
         name += f".real{eval_cfg.num_real}"
-    return run_dir / "eval" / f"{name}.json"
+    if real is not None:
+        name += f".vs-{real.name}"
+    return results / f"{name}.json"
 
 
 def _up_to_date(path: Path, eval_cfg: DictConfig, weights_hash: str) -> dict[str, Any] | None:
@@ -100,19 +140,32 @@ def _device(name: str) -> torch.device:
 
 
 def evaluate_checkpoint(
-    ckpt: Path, cfg: DictConfig, device: torch.device, datasets: dict[tuple, ImageSet]
+    state: dict[str, Any],
+    ckpt: Path,
+    cfg: DictConfig,
+    device: torch.device,
+    datasets: dict[tuple, ImageSet | ImageFiles],
 ) -> dict[str, Any]:
-    """compute_metrics of one checkpoint's G on its run's training set."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    """compute_metrics of one (validated) checkpoint's G on its run's training set (or
+    `cfg.real`)."""
     saved = state["config"]
     data_cfg = saved["dataset"]
-    key = (data_cfg["name"], cfg.dataset_root or data_cfg["root"], data_cfg["resolution"])
-    if key not in datasets:
-        datasets[key] = load_dataset(*key, download=data_cfg["download"])
+    if cfg.real is not None:
+        key: tuple = ("real", cfg.real)
+        if key not in datasets:
+            datasets[key] = ImageFiles(cfg.real, key="real")
+    else:
+        key = (data_cfg["name"], cfg.dataset_root or data_cfg["root"], data_cfg["resolution"])
+        if key not in datasets:
+            datasets[key] = load_dataset(*key, download=data_cfg["download"])
     real = datasets[key]
     model = saved["model"]
     g, _ = build_models(
-        model["name"], real.resolution, real.channels, model["z_dim"], model["negative_slope"]
+        model["name"],
+        data_cfg["resolution"],
+        channels_of(data_cfg["name"]),
+        model["z_dim"],
+        model["negative_slope"],
     )
     g.load_state_dict(state["G"])
     results = evaluate_generator(
@@ -133,38 +186,74 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     Each row is the stored result plus "file" (its JSON) and "skipped" (True when an
     up-to-date result was found and nothing was computed).
     """
-    run_dir, ckpts = checkpoints_of(cfg)
+    threads.configure(cfg.threads)
+    if cfg.images is not None:
+        from .image_eval import evaluate_images
+
+        return [evaluate_images(cfg)]
+    results_dir, ckpts = checkpoints_of(cfg)
     weights_hash = weights_sha256(preflight(cfg.eval))
     device = _device(cfg.device)
-    datasets: dict[tuple, ImageSet] = {}
-    rows = []
+    datasets: dict[tuple, ImageSet | ImageFiles] = {}
+    rows, invalid = [], []
+    real = None
+    if cfg.real is not None:  # read (and hashed) once for every checkpoint
+        real = datasets[("real", cfg.real)] = ImageFiles(cfg.real, key="real")
     for ckpt in ckpts:
-        path = result_path(run_dir, ckpt, cfg.eval)
+        path = result_path(results_dir, ckpt, cfg.eval, real)
         result = _up_to_date(path, cfg.eval, weights_hash)
         skipped = result is not None
         if not skipped:
-            result = evaluate_checkpoint(ckpt, cfg, device, datasets)
+            try:  # as training does: a truncated or foreign file is reported and skipped
+                state = checkpoint.load(ckpt)
+            except checkpoint.InvalidCheckpointError as err:
+                log.warning("skipped: %s", err)
+                invalid.append(str(err))
+                continue
+            result = evaluate_checkpoint(state, ckpt, cfg, device, datasets)
             write_json(path, result)
         rows.append({**result, "file": str(path), "skipped": skipped})
+    if not rows:
+        raise checkpoint.NoValidCheckpointError(
+            "no valid checkpoint to evaluate:\n  " + "\n  ".join(invalid)
+        )
     print(format_table(rows, list(cfg.eval.metrics)))
     return rows
 
 
+def column(name: str, result: dict[str, Any]) -> str:
+    """A metric's column title: its protocol name, with the counts used when reduced."""
+    if not result["reduced"]:
+        return name
+    counts = f"gen {result['num_gen']}"
+    if "num_real" in result:
+        counts += f", real {result['num_real']}"
+    return f"{name} (reduced: {counts})"
+
+
+def cell(name: str, result: dict[str, Any]) -> str:
+    """A metric's value as printed: mean ± std, a value, or precision / recall."""
+    kind = PROTOCOLS[name].kind
+    if kind in ("is", "kid"):
+        digits = 3 if kind == "is" else 5
+        return f"{result['mean']:.{digits}f} ± {result['std']:.{digits}f}"
+    if kind == "pr":
+        return f"P {result['precision']:.3f} / R {result['recall']:.3f}"
+    return f"{result['value']:.3f}"
+
+
 def format_table(rows: list[dict[str, Any]], metrics: list[str]) -> str:
-    """A Markdown table: checkpoint, step, one column per metric, computed or reused."""
+    """A Markdown table: checkpoint, step, one column per metric, computed or reused.
+
+    Reduced counts show in the column titles (every row of one call has the same counts).
+    """
+    titles = [column(name, rows[0][name]) for name in metrics] if rows else metrics
     lines = [
-        "| checkpoint | step | " + " | ".join(metrics) + " | |",
+        "| checkpoint | step | " + " | ".join(titles) + " | |",
         "|---|---|" + "---|" * len(metrics) + "---|",
     ]
     for row in rows:
-        cells = []
-        for name in metrics:
-            value = row[name]
-            cells.append(
-                f"{value['mean']:.3f} ± {value['std']:.3f}"
-                if PROTOCOLS[name].kind == "is"
-                else f"{value['value']:.3f}"
-            )
+        cells = [cell(name, row[name]) for name in metrics]
         status = "reused" if row["skipped"] else "computed"
         lines.append(
             f"| {Path(row['checkpoint']).name} | {row['step']} | "

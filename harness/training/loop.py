@@ -24,12 +24,15 @@ from tqdm import tqdm
 import bssn
 from bssn import analysis
 from data import BatchStream, ImageSet, load_dataset
+from harness import threads
 from models import build_models
 
 from . import checkpoint, diagnostics, distributed, losses, periodic_eval
 from .batchnorm import running_stats_kept
 from .config import config_differences, init_power_iterations_for, to_container, validate
+from .run_lock import RunLock
 from .run_log import RunLog
+from .stop_signals import GracefulStop
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +171,39 @@ def generator_update(
     return g_loss.detach()
 
 
+def _log_scalars(d_raw: nn.Module, d_out: dict[str, Tensor], g_loss: Tensor) -> dict[str, float]:
+    """Losses, D outputs, input- and weight-gradient norms and sigmas: every scalar is
+    computed on the device and copied to the host at once (one sync per log step)."""
+    on_device = {k: v for k, v in d_out.items() if k not in ("real", "fake")}
+    on_device["g_loss"] = g_loss
+    real_norm, fake_norm = diagnostics.input_gradient_norms(d_raw, d_out["real"], d_out["fake"])
+    on_device |= {"input_grad_norm/real": real_norm, "input_grad_norm/fake": fake_norm}
+    on_device |= {
+        f"grad_norm/{k}": v for k, v in diagnostics.layer_gradient_norm_tensors(d_raw).items()
+    }
+    return diagnostics.to_floats(on_device) | diagnostics.flatten_sigmas(d_raw)
+
+
+def compile_steps(
+    g_train: nn.Module,
+    d_train: nn.Module,
+    d_raw: nn.Module,
+    mode: str = "default",
+    backend: str = "inductor",
+) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """torch.compile G, D (as the D step runs it, DDP included) and D for the G step.
+
+    Forward and backward of each are compiled (AOTAutograd); the power-iteration advance
+    and the optimizer steps stay eager. ``mode="reduce-overhead"`` adds CUDA graphs on GPU.
+    D's forward is traced twice (weights requiring grad in the D step, not in the G step).
+    """
+    options = {"backend": backend} if backend != "inductor" else {"mode": mode}
+    g = torch.compile(g_train, **options)
+    d = torch.compile(d_train, **options)
+    d_for_g = d if d_train is d_raw else torch.compile(d_raw, **options)
+    return g, d, d_for_g
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train (or resume) the run in ``run_dir``; returns the run's summary."""
     validate(cfg)
@@ -175,14 +211,65 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         periodic_eval.preflight(cfg.eval)  # missing Inception weights fail now, not hours later
     ctx = distributed.setup(cfg.train.device)
     try:
-        return _train(cfg, Path(run_dir), ctx)
+        # Rank 0 holds the run directory before writing anything in it (run_lock.py).
+        lock = RunLock(Path(run_dir)) if ctx.is_main else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            with GracefulStop() as stop:
+                return _train(cfg, Path(run_dir), ctx, stop)
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
         distributed.teardown(ctx)
 
 
-def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str, Any]:
+def _resume_point(
+    cfg: DictConfig, run_dir: Path, config: dict
+) -> tuple[dict[str, Any], Path] | None:
+    """The newest valid checkpoint, after removing temporary files of killed writes."""
+    checkpoint.remove_stale_temporaries(run_dir)
+    try:
+        loaded = checkpoint.load_latest(run_dir)
+    except checkpoint.NoValidCheckpointError:
+        if not cfg.train.start_over:
+            raise
+        moved = checkpoint.set_aside_invalid(run_dir)
+        log.warning("train.start_over=true: starting from 0; set aside %s", moved)
+        return None
+    if loaded is not None:
+        state, path = loaded
+        differences = config_differences(state["config"], config)
+        if differences:
+            raise ConfigMismatchError(
+                f"{path} was written by a run with another configuration; differing keys:\n  "
+                + "\n  ".join(differences)
+                + "\nUse another run_name (or out_dir) for this configuration, "
+                + f"or delete {run_dir}."
+            )
+    return loaded
+
+
+def _stop_requested(stop: GracefulStop, ctx: distributed.Context) -> bool:
+    """Whether any rank received a stop signal: all ranks stop at the same iteration."""
+    if not ctx.distributed:
+        return stop.received is not None
+    flag = torch.tensor([stop.received is not None], dtype=torch.int32, device=ctx.device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def _train(
+    cfg: DictConfig, run_dir: Path, ctx: distributed.Context, stop: GracefulStop
+) -> dict[str, Any]:
     config = to_container(cfg)
     t = cfg.train
+    # On the CPU the thread count changes float rounding, so it stays fixed for a run (and a
+    # resume keeps the count saved in its checkpoint: it continues identically); on a GPU
+    # the CPU threads only feed it and may follow the machine's load.
+    on_cpu = torch.device(ctx.device).type == "cpu"
+    cpu_threads = threads.configure(t.threads, follow_load=not on_cpu)
     d_part = _local(t.batch_size, ctx, "train.batch_size")
     g_batch = t.g_batch_size or t.batch_size
     g_part = _local(g_batch, ctx, "train.g_batch_size")
@@ -206,7 +293,14 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
     )
     workers = min(cfg.dataset.num_workers, os.cpu_count() or 1)  # more only oversubscribes
     stream = BatchStream(
-        images, t.batch_size, cfg.seed, ctx.device, ctx.rank, ctx.world_size, workers
+        images,
+        t.batch_size,
+        cfg.seed,
+        ctx.device,
+        ctx.rank,
+        ctx.world_size,
+        workers,
+        cache_dir=cfg.dataset.cache_dir,
     )
     noise = torch.Generator(device=ctx.device).manual_seed(cfg.seed)
     fixed_z = torch.randn(
@@ -214,28 +308,29 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
         cfg.model.z_dim,
         generator=torch.Generator().manual_seed(cfg.seed + SAMPLE_SEED_OFFSET),
     ).to(ctx.device)
-    torch.manual_seed(cfg.seed + ctx.rank)  # each rank's own stream for anything else
+    checkpoint.seed_all(cfg.seed + ctx.rank)  # each rank's own streams for anything else
 
-    start, wandb_id = 0, None
-    loaded = checkpoint.load_latest(run_dir)
+    start, wandb_id, last_saved = 0, None, None
+    loaded = _resume_point(cfg, run_dir, config) if ctx.is_main else None
+    if ctx.distributed:  # the other ranks load the checkpoint rank 0 validated
+        shared = [loaded[1] if loaded else None]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        loaded = (
+            (checkpoint.load(shared[0]), shared[0]) if shared[0] and not ctx.is_main else loaded
+        )
     if loaded is not None:
         state, path = loaded
-        differences = config_differences(state["config"], config)
-        if differences:
-            raise ConfigMismatchError(
-                f"{path} was written by a run with another configuration; differing keys:\n  "
-                + "\n  ".join(differences)
-                + "\nUse another run_name (or out_dir) for this configuration, "
-                + f"or delete {run_dir}."
-            )
         g_raw.load_state_dict(state["G"])
         d_raw.load_state_dict(state["D"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         stream.load_state_dict(state["stream"])
-        checkpoint.set_rng_state(state["rng"], noise)
-        torch.manual_seed(cfg.seed + ctx.rank + state["step"])
-        start, wandb_id = state["step"], state.get("wandb_id")
+        checkpoint.set_rng_state(state["rng"], noise)  # rank 0's states (see the save)
+        if not ctx.is_main:
+            checkpoint.seed_all(cfg.seed + ctx.rank + state["step"])
+        start, wandb_id, last_saved = state["step"], state["wandb_id"], path
+        if on_cpu and threads.is_automatic(t.threads) and "cpu_threads" in state:
+            torch.set_num_threads(int(state["cpu_threads"]))
         if ctx.is_main:
             log.info("resuming %s from step %d (%s)", run_dir, start, path.name)
 
@@ -255,6 +350,9 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
         d_train = nn.parallel.DistributedDataParallel(
             d_raw, device_ids=ids, forward_sync_buffers=False
         )
+    d_for_g = d_raw  # the G step runs D outside DDP: nothing to reduce
+    if t.compile:
+        g_train, d_train, d_for_g = compile_steps(g_train, d_train, d_raw, t.compile_mode)
 
     run_log = None
     evaluator = (
@@ -268,9 +366,11 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
             config,
             cfg.logger.wandb,
             cfg.logger.tensorboard,
-            resume_step=start if loaded else None,
+            resume_step=start,  # from 0: an earlier attempt's lines are dropped
             wandb_id=wandb_id,
         )
+    if ctx.is_main:
+        log.info("training %s: iterations %d..%d", run_dir, start + 1, t.iterations)
     bar = tqdm(
         total=t.iterations,
         initial=start,
@@ -284,6 +384,36 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
     gp_weight = cfg.loss.gp_weight if cfg.loss.name == "wgan_gp" else 0.0  # hinge: no penalty
     bad = torch.zeros((), dtype=torch.bool, device=ctx.device)  # any non-finite loss, no sync
     last_good = start
+
+    def save(step: int) -> Path:
+        bad_weights = checkpoint.non_finite_tensors(
+            {"G": g_raw.state_dict(), "D": d_raw.state_dict()}
+        )
+        if bad_weights:
+            raise NonFiniteLossError(
+                f"weights became NaN/Inf by iteration {step} ({', '.join(bad_weights[:3])}); "
+                f"nothing was saved, and the last good checkpoint is {last_saved or 'none'}"
+            )
+        return checkpoint.save_checkpoint(
+            run_dir,
+            step,
+            {
+                "step": step,
+                "G": g_raw.state_dict(),
+                "D": d_raw.state_dict(),
+                "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(),
+                "stream": stream.state_dict(),
+                # Rank 0's states: every step's draws come from `noise`, equal on all ranks.
+                "rng": checkpoint.rng_state(noise),
+                "config": config,
+                "wandb_id": run_log.wandb_id,
+                "format": checkpoint.FORMAT,
+                "cpu_threads": torch.get_num_threads(),
+            },
+            t.keep_checkpoints,
+        )
+
     tick, tick_step = time.perf_counter(), start
     for it in range(start, t.iterations):
         for _ in range(t.n_dis):
@@ -295,40 +425,44 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
                 bn_stats_on_d_step=cfg.model.bn_stats_on_d_step,
             )  # fmt: skip
             bad |= ~torch.isfinite(d_out["d_loss"])
-        g_loss = generator_update(d_raw, g_train, opt_g, _global_randn(noise, g_shape, g_part))
+        g_loss = generator_update(d_for_g, g_train, opt_g, _global_randn(noise, g_shape, g_part))
         bad |= ~torch.isfinite(g_loss)
         step = it + 1
         bar.update(1)
+        threads.update(cpu_threads)  # fewer threads while other processes keep CPUs busy
 
         logging_now = step % t.log_freq == 0 or step == t.iterations
+        analysis_now = t.analysis_freq and (step % t.analysis_freq == 0 or step == t.iterations)
         saving_now = (t.ckpt_freq and step % t.ckpt_freq == 0) or step == t.iterations
         evaluating_now = cfg.eval.every and (step % cfg.eval.every == 0 or step == t.iterations)
-        if logging_now or saving_now or evaluating_now:
+        if logging_now or analysis_now or saving_now or evaluating_now:
             if bad.item():
-                kept = checkpoint.list_checkpoints(run_dir)
                 raise NonFiniteLossError(
                     f"a loss became NaN/Inf between iterations {last_good} and {step}; the run "
                     "stopped without saving, and the last good checkpoint is "
-                    + (str(kept[-1]) if kept else "none (no checkpoint was written yet)")
+                    + (str(last_saved) if last_saved else "none (no checkpoint was written yet)")
                 )
             last_good = step
-        if logging_now and run_log is not None:
-            now = time.perf_counter()
-            scalars = {k: v.item() for k, v in d_out.items() if k not in ("real", "fake")}
-            scalars |= {
-                "g_loss": g_loss.item(),
-                "it_per_s": (step - tick_step) / (now - tick),
-                "input_grad_norm/real": diagnostics.input_gradient_norm(d_raw, d_out["real"]),
-                "input_grad_norm/fake": diagnostics.input_gradient_norm(d_raw, d_out["fake"]),
-            }
-            scalars |= {
-                f"grad_norm/{k}": v for k, v in diagnostics.layer_gradient_norms(d_raw).items()
-            }
-            scalars |= diagnostics.flatten_sigmas(d_raw)
-            scalars |= analysis.log_scalars(d_raw, d_out["real"])
+        if (logging_now or analysis_now) and run_log is not None:
+            scalars = {}
+            if logging_now:
+                now = time.perf_counter()
+                scalars = _log_scalars(d_raw, d_out, g_loss) | {
+                    "it_per_s": (step - tick_step) / (now - tick)
+                }
+                bar.set_postfix(
+                    d_loss=f"{scalars['d_loss']:.3f}", g_loss=f"{scalars['g_loss']:.3f}"
+                )
+            if analysis_now:
+                scalars |= analysis.log_scalars(d_raw, d_out["real"])
             run_log.log(step, scalars)
-            bar.set_postfix(d_loss=f"{scalars['d_loss']:.3f}", g_loss=f"{scalars['g_loss']:.3f}")
-            tick, tick_step = now, step
+            if logging_now:
+                # The console's record of progress, kept in the run's train.log by Hydra.
+                log.info(
+                    "step %d/%d: d_loss=%.4f g_loss=%.4f it/s=%.3g",
+                    step, t.iterations, scalars["d_loss"], scalars["g_loss"], scalars["it_per_s"],
+                )  # fmt: skip
+                tick, tick_step = now, step
         if ctx.is_main and t.vis_freq and (step % t.vis_freq == 0 or step == t.iterations):
             grid = run_dir / "samples" / f"step_{step:07d}.png"
             _save_grid(g_raw, fixed_z, grid)
@@ -341,24 +475,21 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
             # in the process group's timeout (NCCL: 10 minutes by default).
             distributed.barrier(ctx)
         if saving_now and ctx.is_main:
-            checkpoint.save_checkpoint(
-                run_dir,
-                step,
-                {
-                    "step": step,
-                    "G": g_raw.state_dict(),
-                    "D": d_raw.state_dict(),
-                    "opt_g": opt_g.state_dict(),
-                    "opt_d": opt_d.state_dict(),
-                    "stream": stream.state_dict(),
-                    # Rank 0's states: every step's draws come from `noise`, equal on all ranks.
-                    "rng": checkpoint.rng_state(noise),
-                    "config": config,
-                    "wandb_id": run_log.wandb_id,
-                    "format": checkpoint.FORMAT,
-                },
-                t.keep_checkpoints,
-            )
+            last_saved = save(step)
+        if _stop_requested(stop, ctx):
+            if ctx.is_main and not saving_now:
+                if bad.item():  # never save a diverged state, even when asked to stop
+                    raise NonFiniteLossError(
+                        f"a loss became NaN/Inf after iteration {last_good}; stopping without "
+                        f"saving; the last good checkpoint is {last_saved or 'none'}"
+                    )
+                last_saved = save(step)
+            distributed.barrier(ctx)
+            bar.close()
+            if run_log is not None:
+                run_log.close()
+            log.info("stopped at iteration %d; %s", step, last_saved)
+            stop.finish()
     bar.close()
     summary = {"step": t.iterations, "resumed_from": start, "run_dir": str(run_dir)}
     if run_log is not None:

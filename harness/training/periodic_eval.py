@@ -22,17 +22,26 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from torch import nn
+from torch import Tensor, nn
 
 from data import ImageSet
-from data.stream import CACHE_DIR
+from data.stream import cache_root
 from harness.atomic import atomic_write
-from harness.metrics import PROTOCOLS, compute_metrics, get_protocol, resolve_inception_weights
+from harness.metrics import (
+    INCEPTION_WEIGHTS_FILENAME,
+    PROTOCOLS,
+    check_inception_weights,
+    compute_metrics,
+    get_protocol,
+    is_official,
+    resolve_inception_weights,
+)
 
 from .run_log import RunLog
 
@@ -44,9 +53,10 @@ SUMMARY = "summary.json"
 _STEP_FILE = re.compile(r"^step_(\d{7,})\.json$")
 
 
-def reference_cache_dir(dataset_root: str | os.PathLike) -> Path:
-    """Where the real images' Inception statistics are cached: beside the dataset."""
-    return Path(dataset_root).expanduser() / CACHE_DIR / "inception"
+def reference_cache_dir(dataset_root: str | os.PathLike, cache_dir: str | None = None) -> Path:
+    """Where the real images' Inception statistics are cached: beside the dataset, or under
+    dataset.cache_dir when set."""
+    return cache_root(dataset_root, cache_dir) / "inception"
 
 
 def check_counts(eval_cfg: DictConfig) -> None:
@@ -54,7 +64,7 @@ def check_counts(eval_cfg: DictConfig) -> None:
     for name in eval_cfg.metrics:
         p = get_protocol(name)
         p.count("gen", eval_cfg.num_gen, "eval.num_gen")
-        if p.kind == "fid":
+        if p.needs_real:
             p.count("real", eval_cfg.num_real, "eval.num_real")
 
 
@@ -62,12 +72,38 @@ def preflight(eval_cfg: DictConfig) -> str:
     """Check the counts and find the Inception weights before any work starts.
 
     Raises InceptionWeightsNotFound (naming eval.inception_weights and torch-fidelity's
-    cache path) instead of failing at the first evaluation, hours into training.
+    cache path), or InvalidInceptionWeights for a file that does not load, instead of
+    failing at the first evaluation, hours into training.
     """
     check_counts(eval_cfg)
-    return resolve_inception_weights(
+    path = resolve_inception_weights(
         eval_cfg.inception_weights, allow_download=eval_cfg.download_weights
     )
+    sha256 = check_inception_weights(path)  # a garbage file fails now, naming itself
+    if not is_official(sha256):
+        log.warning(
+            "Inception weights %s (sha256 %s) are not the official %s: IS/FID will not be "
+            "comparable with published values (recorded in every result's protocol)",
+            path,
+            sha256,
+            INCEPTION_WEIGHTS_FILENAME,
+        )
+    return path
+
+
+def latent_sampler(g: nn.Module, seed: int, device: torch.device) -> Callable[[int], Tensor]:
+    """sample(n): G on the next n latents of a generator seeded with `seed`.
+
+    The latents are drawn on the CPU, so they are the same on every device; generate.py
+    draws with the same function, so its images are the ones evaluation scores when the
+    seed and batch size are the same.
+    """
+    latents = torch.Generator().manual_seed(seed)
+
+    def sample(n: int) -> Tensor:
+        return g(torch.randn(n, g.z_dim, generator=latents).to(device))
+
+    return sample
 
 
 def evaluate_generator(
@@ -79,6 +115,7 @@ def evaluate_generator(
     device: torch.device,
     num_workers: int,
     progress: bool,
+    cache_dir: str | None = None,
 ) -> dict[str, Any]:
     """compute_metrics of G (eval mode, then restored) on latents seeded with `seed`.
 
@@ -86,11 +123,7 @@ def evaluate_generator(
     restored afterwards (the real images' DataLoader draws from it), so a run with
     evaluations trains exactly as one without.
     """
-    latents = torch.Generator(device=device).manual_seed(seed)
-
-    def sample(n: int) -> torch.Tensor:
-        return g(torch.randn(n, g.z_dim, generator=latents, device=device))
-
+    sample = latent_sampler(g, seed, device)
     was_training = g.training
     g.eval()
     try:
@@ -98,7 +131,7 @@ def evaluate_generator(
             return compute_metrics(
                 list(eval_cfg.metrics), sample, g.output_range, real,
                 weights_path=eval_cfg.inception_weights, device=device,
-                batch_size=eval_cfg.batch_size, cache_dir=reference_cache_dir(real.root),
+                batch_size=eval_cfg.batch_size, cache_dir=reference_cache_dir(real.root, cache_dir),
                 num_gen_override=eval_cfg.num_gen, num_real_override=eval_cfg.num_real,
                 num_workers=num_workers, progress=progress,
             )  # fmt: skip
@@ -107,14 +140,17 @@ def evaluate_generator(
 
 
 def scalars(results: dict[str, Any]) -> dict[str, float]:
-    """Flat scalars of a compute_metrics result: `<is>`, `<is>_std` and `<fid>`."""
+    """Flat scalars of a compute_metrics result: `<is>`, `<is>_std`, `<fid>`, `<kid>`,
+    `<kid>_std`, `<pr>_precision`, `<pr>_recall`."""
     out: dict[str, float] = {}
     for name, value in results.items():
-        if name in PROTOCOLS and PROTOCOLS[name].kind == "is":
-            out[name], out[f"{name}_std"] = value["mean"], value["std"]
-        elif name in PROTOCOLS:
-            out[name] = value["value"]
+        if name in PROTOCOLS:
+            out |= PROTOCOLS[name].scalars(value)
     return out
+
+
+#: Every ranked scalar of every protocol and its better direction ("max" or "min").
+GOALS = {key: goal for p in PROTOCOLS.values() for key, goal in p.goals().items()}
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -125,14 +161,15 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def summarize(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per metric: best (max IS, min FID) and its step, latest and its step."""
+    """Per metric: best (max IS, precision, recall; min FID, KID) and its step, latest and
+    its step."""
     out: dict[str, dict[str, Any]] = {}
     for entry in sorted(history, key=lambda e: e["step"]):
         step = entry["step"]
         for name, value in entry.items():
-            if name not in PROTOCOLS:
+            if name not in GOALS:
                 continue
-            higher = PROTOCOLS[name].kind == "is"
+            higher = GOALS[name] == "max"
             best = out.get(name)
             improved = best is None or (value > best["best"] if higher else value < best["best"])
             out[name] = {
@@ -140,7 +177,7 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 "best_step": step if improved else best["best_step"],
                 "latest": value,
                 "latest_step": step,
-                "goal": "max" if higher else "min",
+                "goal": GOALS[name],
             }
     return out
 
@@ -182,6 +219,7 @@ class PeriodicEval:
         self.seed = cfg.seed + EVAL_SEED_OFFSET
         self.real, self.device, self.progress = real, device, cfg.logger.progress
         self.num_workers = cfg.dataset.num_workers
+        self.cache_dir = cfg.dataset.cache_dir
         self.folder = Path(run_dir) / "eval"
         # Results after the resumed step belong to an abandoned future of the run.
         if self.folder.is_dir():
@@ -199,6 +237,7 @@ class PeriodicEval:
             device=self.device,
             num_workers=self.num_workers,
             progress=self.progress,
+            cache_dir=self.cache_dir,
         )
         write_json(self.folder / f"step_{step:07d}.json", {"step": step, **results})
         values = scalars(results)
