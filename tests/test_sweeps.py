@@ -162,6 +162,7 @@ def test_a_started_twin_is_kept_rather_than_trained_again(tmp_path, monkeypatch,
     assert "14 distinct runs: 13 to launch, 1 finished" in log
 
 
+@pytest.mark.slow  # composes and validates all 240 jobs
 def test_table1_cifar10_dry_run_counts_230_distinct_runs(tmp_path, monkeypatch, capsys) -> None:
     """240 grid jobs, of which ssn and bssn at 1.0 (5 seeds each) are sn and bsn."""
     multirun(
