@@ -1,8 +1,9 @@
-"""Inception features of uint8 images and of generator samples (docs/metrics.md).
+"""Features of uint8 images and of generator samples (docs/metrics.md).
 
 The extractor is torch-fidelity's `inception-v3-compat`, a port of the TF 2015-12-05
 Inception graph the reference code used: '2048' (pool3) features for FID and
-'logits_unbiased' (the softmax input without bias) for IS.
+'logits_unbiased' (the softmax input without bias) for IS. The classifier metrics use the
+repo's own classifier (harness/metrics/classifier.py), registered with torch-fidelity.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch_fidelity.utils
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from tqdm import tqdm
 
+from harness.metrics.classifier import CLASSIFIER_EXTRACTOR
+from harness.metrics.classifier import FEATURES as CLASSIFIER_FEATURES
 from harness.metrics.frechet import FeatureMoments
 
 EXTRACTOR_NAME = "inception-v3-compat"
@@ -34,6 +39,25 @@ def load_inception(
         EXTRACTOR_NAME, list(FEATURES), feature_extractor_weights_path=str(weights_path)
     )
     return extractor.to(device)
+
+
+def load_extractor(
+    extractor: str, weights_path: str | os.PathLike, device: torch.device | str
+) -> FeatureExtractorBase:
+    """A protocol's extractor ("inception" or "classifier"), built through torch-fidelity's
+    registry with weights from `weights_path`; outputs (features, logits) in that order."""
+    if extractor == "inception":
+        return load_inception(weights_path, device)
+    if extractor != "classifier":
+        raise ValueError(f"unknown extractor {extractor!r}; allowed: inception, classifier")
+    module = torch_fidelity.utils.create_feature_extractor(
+        CLASSIFIER_EXTRACTOR,
+        list(CLASSIFIER_FEATURES),
+        cuda=False,
+        feature_extractor_weights_path=str(weights_path),
+        verbose=False,
+    )
+    return module.to(device)
 
 
 def to_uint8(images: torch.Tensor, output_range: tuple[float, float]) -> torch.Tensor:
@@ -67,9 +91,10 @@ def _no_tf32() -> Iterator[None]:
 
 
 def extract(
-    extractor: FeatureExtractorInceptionV3, images: torch.Tensor
+    extractor: FeatureExtractorBase, images: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pool3 [B, 2048], logits_unbiased [B, 1008]) of uint8 images [B, 1 or 3, H, W]."""
+    """(features, logits) of uint8 images [B, 1 or 3, H, W]: for Inception pool3 [B, 2048]
+    and logits_unbiased [B, 1008]; for the classifier its [B, 128] features and logits."""
     if images.dtype != torch.uint8:
         raise TypeError(f"the extractor takes uint8 images, got {images.dtype}")
     device = next(extractor.parameters()).device
@@ -80,16 +105,26 @@ def extract(
 
 @dataclass
 class GeneratedFeatures:
-    """FID statistics at each requested count and the IS logits of the first samples."""
+    """FID statistics at each requested count and the logits of the first samples."""
 
     stats: dict[int, tuple[np.ndarray, np.ndarray]]
     logits: np.ndarray
 
 
+@dataclass
+class _Job:
+    extractor: FeatureExtractorBase
+    stats_at: Sequence[int]
+    num_logits: int
+    moments: FeatureMoments
+    stats: dict[int, tuple[np.ndarray, np.ndarray]]
+    logits: list[np.ndarray]
+
+
 def extract_generated(
     sample: Sampler,
     output_range: tuple[float, float],
-    extractor: FeatureExtractorInceptionV3,
+    extractor: FeatureExtractorBase,
     *,
     stats_at: Sequence[int],
     num_logits: int,
@@ -102,13 +137,27 @@ def extract_generated(
     reuses the first 10k images of fid50k_full); the logits of the first `num_logits`
     images are kept for IS.
     """
+    jobs = {"only": (extractor, stats_at, num_logits)}
+    return extract_generated_all(sample, output_range, jobs, batch_size, progress)["only"]
+
+
+def extract_generated_all(
+    sample: Sampler,
+    output_range: tuple[float, float],
+    jobs: dict[str, tuple[FeatureExtractorBase, Sequence[int], int]],
+    batch_size: int,
+    progress: bool = True,
+) -> dict[str, GeneratedFeatures]:
+    """extract_generated for several extractors at once: every extractor sees the same
+    generated images, drawn once ({key: (extractor, stats_at, num_logits)})."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    total = max([*stats_at, num_logits])
-    boundaries = sorted({*stats_at, total})
-    moments = FeatureMoments()
-    stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    logits_parts: list[np.ndarray] = []
+    state = {
+        key: _Job(extractor, stats_at, num_logits, FeatureMoments(), {}, [])
+        for key, (extractor, stats_at, num_logits) in jobs.items()
+    }
+    total = max(max([*j.stats_at, j.num_logits]) for j in state.values())
+    boundaries = sorted({*(n for j in state.values() for n in j.stats_at), total})
     done = 0
     with tqdm(total=total, desc="generated images", unit="img", disable=not progress) as bar:
         for boundary in boundaries:
@@ -122,13 +171,23 @@ def extract_generated(
                     raise ValueError(
                         f"sample({n}) must return [{n}, C, H, W], got {tuple(images.shape)}"
                     )
-                pool, logits = extract(extractor, to_uint8(images, output_range))
-                moments.update(pool)
-                if done < num_logits:
-                    logits_parts.append(logits[: num_logits - done].cpu().numpy())
+                uint8 = to_uint8(images, output_range)
+                for job in state.values():
+                    if done >= max([*job.stats_at, job.num_logits]):
+                        continue
+                    pool, logits = extract(job.extractor, uint8)
+                    job.moments.update(pool)
+                    if done < job.num_logits:
+                        job.logits.append(logits[: job.num_logits - done].cpu().numpy())
                 done += n
                 bar.update(n)
-            if boundary in stats_at:
-                stats[boundary] = moments.statistics()
-    logits_all = np.concatenate(logits_parts) if logits_parts else np.empty((0, 0), np.float32)
-    return GeneratedFeatures(stats=stats, logits=logits_all)
+            for job in state.values():
+                if boundary in job.stats_at:
+                    job.stats[boundary] = job.moments.statistics()
+    return {
+        key: GeneratedFeatures(
+            stats=job.stats,
+            logits=np.concatenate(job.logits) if job.logits else np.empty((0, 0), np.float32),
+        )
+        for key, job in state.items()
+    }

@@ -9,23 +9,47 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+#: A "confident" protocol counts images whose top softmax probability is at least this.
+CONFIDENCE = 0.9
+
 
 @dataclass(frozen=True)
 class MetricProtocol:
     """One metric protocol.
 
-    kind: "is" (Inception Score) or "fid" (Frechet Inception Distance).
+    kind: "is" (Inception Score, or the same score on another extractor's logits), "fid"
+        (Frechet distance of the extractor's features) or "confident" (the fraction of
+        generated images whose top softmax probability is at least CONFIDENCE).
     num_gen: generated images.
-    num_real: real training images drawn once at random with a fixed seed, or None for the
-        whole training set (FID only).
+    num_real: real images drawn once at random with a fixed seed, or None for the whole
+        split (FID only).
     splits: IS splits (IS only).
+    extractor: INCEPTION (torch-fidelity's inception-v3-compat) or CLASSIFIER (the repo's
+        own classifier of the dataset, harness/metrics/classifier.py).
+    real_split: the split the real images come from ("train" or "test").
+    dataset: the only dataset the protocol applies to (a classifier's classes), or None.
     """
 
     name: str
-    kind: Literal["is", "fid"]
+    kind: Literal["is", "fid", "confident"]
     num_gen: int
     num_real: int | None = None
     splits: int | None = None
+    extractor: Literal["inception", "classifier"] = "inception"
+    real_split: Literal["train", "test"] = "train"
+    dataset: str | None = None
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.kind in ("is", "confident")
+
+    def check_dataset(self, dataset: str) -> None:
+        """ValueError naming the protocol and its dataset if `dataset` is not it."""
+        if self.dataset is not None and dataset != self.dataset:
+            raise ValueError(
+                f"metric {self.name} is for dataset={self.dataset} (its classifier's classes), "
+                f"not dataset={dataset}"
+            )
 
     def count(self, which: Literal["gen", "real"], override: int | None, key: str) -> int | None:
         """The generated or real count to use: the protocol's, or ``override`` (named ``key``
@@ -52,7 +76,46 @@ PROTOCOLS: dict[str, MetricProtocol] = {
         MetricProtocol("fid10k_5k", "fid", num_gen=10_000, num_real=5_000),
         # What most later papers report (docs/metrics.md: "offer both, named by protocol").
         MetricProtocol("fid50k_full", "fid", num_gen=50_000, num_real=None),
-    )
+        # The repo's own metrics, not the paper's (docs/metrics.md: "Classifier metrics"):
+        # a small classifier of the dataset as the feature extractor, real images from the
+        # test split. MNIST: 10k generated against the 10k test images, and the IS formula
+        # on the classifier's 10 classes (at most 10).
+        MetricProtocol(
+            "fd_mnist10k_test",
+            "fid",
+            num_gen=10_000,
+            num_real=None,
+            extractor="classifier",
+            real_split="test",
+            dataset="mnist",
+        ),
+        MetricProtocol(
+            "cs_mnist10k",
+            "is",
+            num_gen=10_000,
+            splits=10,
+            extractor="classifier",
+            dataset="mnist",
+        ),
+        # Shapes (the quick start): 2k generated against the 10k test shapes, and the
+        # fraction of generated images labelled circle, square or triangle confidently.
+        MetricProtocol(
+            "fd_shapes2k_test",
+            "fid",
+            num_gen=2_000,
+            num_real=None,
+            extractor="classifier",
+            real_split="test",
+            dataset="shapes",
+        ),
+        MetricProtocol(
+            "confident_shapes2k",
+            "confident",
+            num_gen=2_000,
+            extractor="classifier",
+            dataset="shapes",
+        ),
+    )  # fmt: skip
 }
 
 

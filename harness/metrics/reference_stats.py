@@ -4,7 +4,8 @@ The real images come from a torch Dataset whose items are uint8 [C, H, W] tensor
 at training resolution (resized/cropped as in training) and which has attributes `name`
 and `resolution`. The subset is drawn once with numpy's Generator(seed).choice without
 replacement. The cache file name holds everything that changes the statistics: dataset
-name, resolution, dataset size, sample count (or 'full'), seed and the weights' sha256.
+name (and split when not the training split), resolution, dataset size, sample count
+(or 'full'), seed, the extractor and its weights' sha256.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
-from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from tqdm import tqdm
 
 from harness.atomic import atomic_write
@@ -27,7 +28,8 @@ from harness.metrics.frechet import FeatureMoments
 
 @dataclass(frozen=True)
 class ReferenceStats:
-    """mu [2048] and sigma [2048, 2048] of real images; `computed` is False when read from cache."""
+    """mu [d] and sigma [d, d] of real images' features; `computed` is False when read from
+    cache."""
 
     mu: np.ndarray
     sigma: np.ndarray
@@ -55,11 +57,15 @@ def reference_stats_path(
     num_real: int | None,
     seed: int,
     weights_hash: str,
+    extractor_name: str = "inception",
+    split: str = "train",
 ) -> Path:
     """Cache file of one set of reference statistics (the seed is irrelevant to 'full')."""
     safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", dataset_name)
+    if split != "train":
+        safe_name += f"-{split}"
     subset = f"full{dataset_size}" if num_real is None else f"{num_real}of{dataset_size}-seed{seed}"
-    filename = f"{safe_name}-{resolution}px-{subset}-inception-{weights_hash}.npz"
+    filename = f"{safe_name}-{resolution}px-{subset}-{extractor_name}-{weights_hash}.npz"
     return Path(cache_dir) / filename
 
 
@@ -73,13 +79,14 @@ def reference_statistics(
     dataset: Dataset,
     num_real: int | None,
     *,
-    extractor: FeatureExtractorInceptionV3,
+    extractor: FeatureExtractorBase,
     weights_hash: str,
     cache_dir: str | os.PathLike,
     seed: int,
     batch_size: int,
     num_workers: int = 0,
     progress: bool = True,
+    extractor_name: str = "inception",
 ) -> ReferenceStats:
     """Statistics of `num_real` random real images (None: all), read from or written to
     the cache."""
@@ -91,8 +98,9 @@ def reference_statistics(
     size = len(dataset)
     indices = real_indices(size, num_real, seed)
     path = reference_stats_path(
-        cache_dir, dataset.name, dataset.resolution, size, num_real, seed, weights_hash
-    )
+        cache_dir, dataset.name, dataset.resolution, size, num_real, seed, weights_hash,
+        extractor_name, getattr(dataset, "split", "train"),
+    )  # fmt: skip
     if path.is_file():
         with np.load(path) as cached:
             return ReferenceStats(

@@ -25,7 +25,13 @@ from models import build_models
 
 from . import checkpoint
 from .config import EvalConfig
-from .periodic_eval import EVAL_SEED_OFFSET, evaluate_generator, preflight, write_json
+from .periodic_eval import (
+    EVAL_SEED_OFFSET,
+    evaluate_generator,
+    preflight,
+    weights_identity,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +105,27 @@ def _device(name: str) -> torch.device:
     )
 
 
+def _load(
+    ckpt: Path, cfg: DictConfig, datasets: dict[tuple, ImageSet]
+) -> tuple[dict[str, Any], ImageSet]:
+    """A checkpoint's state and its run's training set."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    data_cfg = state["config"]["dataset"]
+    for name in cfg.eval.metrics:
+        PROTOCOLS[name].check_dataset(data_cfg["name"])
+    key = (data_cfg["name"], cfg.dataset_root or data_cfg["root"], data_cfg["resolution"])
+    if key not in datasets:
+        datasets[key] = load_dataset(*key, download=data_cfg["download"])
+    return state, datasets[key]
+
+
 def evaluate_checkpoint(
     ckpt: Path, cfg: DictConfig, device: torch.device, datasets: dict[tuple, ImageSet]
 ) -> dict[str, Any]:
     """compute_metrics of one checkpoint's G on its run's training set."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state, real = _load(ckpt, cfg, datasets)
     saved = state["config"]
     data_cfg = saved["dataset"]
-    key = (data_cfg["name"], cfg.dataset_root or data_cfg["root"], data_cfg["resolution"])
-    if key not in datasets:
-        datasets[key] = load_dataset(*key, download=data_cfg["download"])
-    real = datasets[key]
     model = saved["model"]
     g, _ = build_models(
         model["name"], real.resolution, real.channels, model["z_dim"], model["negative_slope"]
@@ -134,12 +150,17 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     up-to-date result was found and nothing was computed).
     """
     run_dir, ckpts = checkpoints_of(cfg)
-    weights_hash = weights_sha256(preflight(cfg.eval))
+    inception = preflight(cfg.eval)
     device = _device(cfg.device)
     datasets: dict[tuple, ImageSet] = {}
     rows = []
     for ckpt in ckpts:
         path = result_path(run_dir, ckpt, cfg.eval)
+        if any(PROTOCOLS[name].extractor == "classifier" for name in cfg.eval.metrics):
+            # The classifier is the checkpoint's dataset's: its identity needs that dataset.
+            weights_hash = weights_identity(cfg.eval, inception, _load(ckpt, cfg, datasets)[1])
+        else:
+            weights_hash = weights_sha256(inception)
         result = _up_to_date(path, cfg.eval, weights_hash)
         skipped = result is not None
         if not skipped:

@@ -1,6 +1,7 @@
 """IS/FID of the generator during training and of saved checkpoints (docs/metrics.md).
 
-The metrics are `harness.metrics` protocols (`is50k`, `fid10k_5k`, `fid50k_full`). G is
+The metrics are `harness.metrics` protocols (`is50k`, `fid10k_5k`, `fid50k_full`, and the
+repo's classifier metrics `fd_mnist10k_test`, `cs_mnist10k`, ...). G is
 evaluated in eval mode on latents from a generator seeded with the run's seed plus
 EVAL_SEED_OFFSET, created afresh for every evaluation: every evaluation of a run (and
 evaluate.py on its checkpoints) sees the same latents, so values differ only through G.
@@ -18,6 +19,7 @@ Outputs of periodic evaluation, in the run directory:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -29,10 +31,17 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from data import ImageSet
+from data import ImageSet, load_dataset
 from data.stream import CACHE_DIR
 from harness.atomic import atomic_write
-from harness.metrics import PROTOCOLS, compute_metrics, get_protocol, resolve_inception_weights
+from harness.metrics import (
+    PROTOCOLS,
+    compute_metrics,
+    get_protocol,
+    resolve_inception_weights,
+    weights_sha256,
+)
+from harness.metrics.classifier_train import resolve_classifier_weights
 
 from .run_log import RunLog
 
@@ -58,16 +67,61 @@ def check_counts(eval_cfg: DictConfig) -> None:
             p.count("real", eval_cfg.num_real, "eval.num_real")
 
 
-def preflight(eval_cfg: DictConfig) -> str:
-    """Check the counts and find the Inception weights before any work starts.
+def _extractors(eval_cfg: DictConfig) -> set[str]:
+    return {get_protocol(name).extractor for name in eval_cfg.metrics}
+
+
+def preflight(eval_cfg: DictConfig, dataset_cfg: DictConfig | None = None) -> str | None:
+    """Check the counts and find the weights before any work starts; returns the Inception
+    weights' path (None when no Inception metric is requested).
 
     Raises InceptionWeightsNotFound (naming eval.inception_weights and torch-fidelity's
-    cache path) instead of failing at the first evaluation, hours into training.
+    cache path) instead of failing at the first evaluation, hours into training. With
+    `dataset_cfg`, the classifier metrics' dataset is checked and their classifier found,
+    or trained now (scripts.train_classifier) rather than at the first evaluation.
     """
     check_counts(eval_cfg)
+    if dataset_cfg is not None and "classifier" in _extractors(eval_cfg):
+        for name in eval_cfg.metrics:
+            get_protocol(name).check_dataset(dataset_cfg.name)
+        resolve_classifier_weights(
+            eval_cfg.classifier_weights, dataset_cfg.name, dataset_cfg.root, dataset_cfg.resolution
+        )
+    if "inception" not in _extractors(eval_cfg):
+        return None
     return resolve_inception_weights(
         eval_cfg.inception_weights, allow_download=eval_cfg.download_weights
     )
+
+
+def weights_identity(eval_cfg: DictConfig, inception: str | None, real: ImageSet) -> str:
+    """compute_metrics' `weights_sha256` for these metrics on `real`: the extractors'
+    hashes joined by '+', in sorted extractor order."""
+    paths = {"inception": inception} if "inception" in _extractors(eval_cfg) else {}
+    if "classifier" in _extractors(eval_cfg):
+        paths["classifier"] = classifier_weights_for(eval_cfg, real)
+    return "+".join(weights_sha256(paths[kind]) for kind in sorted(paths))
+
+
+def classifier_weights_for(eval_cfg: DictConfig, real: ImageSet) -> str:
+    """eval.classifier_weights, or the default classifier of `real`'s dataset (trained on
+    first use)."""
+    return resolve_classifier_weights(
+        eval_cfg.classifier_weights, real.name, real.root, real.resolution
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _test_split(name: str, root: str, resolution: int) -> ImageSet:
+    # The training split was opened (and its archives extracted) first: no download here.
+    return load_dataset(name, root, resolution, download=False, split="test")
+
+
+def test_split_for(eval_cfg: DictConfig, real: ImageSet) -> ImageSet | None:
+    """The test split of `real`'s dataset when a requested metric compares against it."""
+    if any(get_protocol(n).real_split == "test" for n in eval_cfg.metrics):
+        return _test_split(real.name, real.root, real.resolution)
+    return None
 
 
 def evaluate_generator(
@@ -86,6 +140,11 @@ def evaluate_generator(
     restored afterwards (the real images' DataLoader draws from it), so a run with
     evaluations trains exactly as one without.
     """
+    names = list(eval_cfg.metrics)
+    classifier_weights = (
+        classifier_weights_for(eval_cfg, real) if "classifier" in _extractors(eval_cfg) else None
+    )
+    test = test_split_for(eval_cfg, real)
     latents = torch.Generator(device=device).manual_seed(seed)
 
     def sample(n: int) -> torch.Tensor:
@@ -96,18 +155,20 @@ def evaluate_generator(
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             return compute_metrics(
-                list(eval_cfg.metrics), sample, g.output_range, real,
+                names, sample, g.output_range, real,
                 weights_path=eval_cfg.inception_weights, device=device,
                 batch_size=eval_cfg.batch_size, cache_dir=reference_cache_dir(real.root),
                 num_gen_override=eval_cfg.num_gen, num_real_override=eval_cfg.num_real,
                 num_workers=num_workers, progress=progress,
+                classifier_weights=classifier_weights, test_dataset=test,
             )  # fmt: skip
     finally:
         g.train(was_training)
 
 
 def scalars(results: dict[str, Any]) -> dict[str, float]:
-    """Flat scalars of a compute_metrics result: `<is>`, `<is>_std` and `<fid>`."""
+    """Flat scalars of a compute_metrics result: `<is>`, `<is>_std`, `<fid>` and
+    `<confident>`."""
     out: dict[str, float] = {}
     for name, value in results.items():
         if name in PROTOCOLS and PROTOCOLS[name].kind == "is":
@@ -132,7 +193,7 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for name, value in entry.items():
             if name not in PROTOCOLS:
                 continue
-            higher = PROTOCOLS[name].kind == "is"
+            higher = PROTOCOLS[name].higher_is_better
             best = out.get(name)
             improved = best is None or (value > best["best"] if higher else value < best["best"])
             out[name] = {
