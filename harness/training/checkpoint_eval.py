@@ -128,8 +128,9 @@ def evaluate_checkpoint(
     data_cfg = saved["dataset"]
     model = saved["model"]
     g, _ = build_models(
-        model["name"], real.resolution, real.channels, model["z_dim"], model["negative_slope"]
-    )
+        model["name"], real.resolution, real.channels, model["z_dim"], model["negative_slope"],
+        model.get("width", 1.0),
+    )  # fmt: skip
     g.load_state_dict(state["G"])
     results = evaluate_generator(
         g.to(device),

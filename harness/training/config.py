@@ -29,6 +29,7 @@ class ModelConfig:
     name: str = MISSING  # one of models.MODELS
     z_dim: int = 128
     negative_slope: float = 0.1  # D's leaky-ReLU slope (0 for the ResNet)
+    width: float = 1.0  # cnn only: channel counts times this (1 = the paper's network)
 
 
 @dataclass

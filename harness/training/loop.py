@@ -56,6 +56,7 @@ def build(
         images.channels,
         cfg.model.z_dim,
         cfg.model.negative_slope,
+        cfg.model.width,
     )
     bssn.apply(
         d,
