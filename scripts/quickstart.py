@@ -4,7 +4,8 @@
     python -m scripts.quickstart --iterations 3000
 
 Trains a quarter-width version of the paper's CNN GAN twice with `experiment=quickstart`
-(24x24 shapes), once with D normalized by SN and once by BSSN. Every 250 iterations it
+(24x24 shapes), once with D normalized by SN and once by BSSN, side by side (one process
+and one thread each; console logs beside the runs). Every 250 iterations it
 measures how close G's samples are to the data with the repo's shape classifier (trained
 on the shapes in seconds, on first use): the Frechet distance in its feature space
 (`fd_shapes2k_test`, lower is closer) and the fraction of samples it labels circle, square
@@ -19,6 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,14 +37,20 @@ from hydra import compose, initialize_config_dir
 from torchvision.utils import make_grid
 
 from data import load_dataset
+from harness.metrics.classifier_train import resolve_classifier_weights
 from harness.training.config import register_configs
-from harness.training.loop import train
 from harness.training.run_log import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"SN": ["norm=sn"], "BSSN (s=1.2)": ["norm=bssn", "scale=1.2"]}
 FD, CONFIDENT = "fd_shapes2k_test", "confident_shapes2k"
 COLORS = {"SN": "tab:blue", "BSSN (s=1.2)": "tab:orange"}
+
+
+def run_name(overrides: list[str]) -> str:
+    """The run directory's name the loop uses for these overrides."""
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("config", overrides=overrides).run_name
 
 
 def geometric_mean(values: list[float]) -> float:
@@ -84,24 +94,37 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     register_configs()
-    runs: dict[str, Path] = {}
-    cfg = None
+    cfgs = {}
     for label, overrides in VARIANTS.items():
         extra = [] if args.iterations is None else [f"train.iterations={args.iterations}"]
-        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-            cfg = compose(
-                "config",
-                overrides=[
-                    "experiment=quickstart",
-                    "eval=shapes_classifier",
-                    *overrides,
-                    *extra,
-                    f"out_dir={args.out_dir}",
-                ],
-            )
-        runs[label] = Path(cfg.out_dir) / cfg.run_name
-        print(f"\n== {label}: {runs[label]}", flush=True)
-        train(cfg, runs[label])
+        cfgs[label] = [
+            "experiment=quickstart",
+            "eval=shapes_classifier",
+            *overrides,
+            *extra,
+            f"out_dir={Path(args.out_dir).resolve()}",
+        ]
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=cfgs["SN"])
+    # The shape classifier first (seconds, once), so the two runs do not both train it.
+    weights = resolve_classifier_weights(None, "shapes", cfg.dataset.root, cfg.dataset.resolution)
+    print(f"shape classifier: {weights}", flush=True)
+    runs = {label: Path(cfg.out_dir) / run_name(overrides) for label, overrides in cfgs.items()}
+    # Side by side, one thread each: on 2 cores, two small runs in parallel finish sooner
+    # than one after another with two threads each.
+    procs = {}
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    for label, overrides in cfgs.items():
+        log_file = Path(args.out_dir) / f"{runs[label].name}.log"
+        print(f"== {label}: {runs[label]} (console log {log_file})", flush=True)
+        procs[label] = subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), *overrides, "logger.progress=false"],
+            stdout=log_file.open("w"), stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+    for label, proc in procs.items():
+        if proc.wait() != 0:
+            raise SystemExit(f"the {label} run failed; see {args.out_dir}/{runs[label].name}.log")
 
     fig, axes = plt.subplots(2, 3, figsize=(13, 8.6))
     axes[0, 0].imshow(real_grid(cfg))
