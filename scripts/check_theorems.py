@@ -1,4 +1,4 @@
-"""Monte Carlo checks of Thm. 2 (SN ~ LeCun) and Thm. 3 (BSN ~ Xavier), SPEC.md section 2.
+"""Monte Carlo checks of Thm. 2 (SN ~ LeCun) and Thm. 3 (BSN ~ Xavier), docs/normalization.md.
 
 The figure code lives in ``harness/results/theorems.py``; this is its command line.
 """

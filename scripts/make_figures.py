@@ -1,4 +1,4 @@
-"""Redraw the paper's analysis figures (SPEC.md section 7) from run logs alone.
+"""Redraw the paper's analysis figures (docs/figures.md) from run logs alone.
 
 The figure code lives in ``harness/results/figures.py``; this is its command line.
 """

@@ -60,6 +60,19 @@ def test_no_sys_path_edits_and_no_reference_to_the_internal_spec() -> None:
     assert not offenders, "\n".join(offenders)
 
 
+def test_every_cited_doc_exists() -> None:
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    cited = set()
+    for name in tracked:
+        if (ROOT / name).suffix in {".py", ".md", ".yaml"} and (ROOT / name).is_file():
+            cited |= set(re.findall(r"docs/[a-z0-9_]+\.md", (ROOT / name).read_text()))
+    assert cited, "the code cites no docs/ page"
+    missing = sorted(c for c in cited if not (ROOT / c).is_file())
+    assert not missing, f"cited but missing: {missing}"
+
+
 @pytest.mark.slow
 def test_the_wheel_ships_bssn_alone_and_works_outside_the_checkout(tmp_path: Path) -> None:
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
