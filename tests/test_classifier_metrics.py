@@ -232,3 +232,40 @@ def test_mnist_classifier_and_metric_on_real_mnist(shared_data, tmp_path):
     # Real training digits sit near the test digits; noise is far, and scores ~1 class.
     assert real["fd_mnist10k_test"]["value"] * 20 < fake["fd_mnist10k_test"]["value"]
     assert real["cs_mnist10k"]["mean"] > 8.0 > 2.0 > fake["cs_mnist10k"]["mean"]
+
+
+@pytest.mark.slow
+def test_training_logs_the_classifier_metrics_and_evaluate_py_reproduces_them(
+    shapes_classifier, tmp_path
+):
+    from hydra import compose, initialize_config_dir
+
+    from harness.training.checkpoint_eval import evaluate
+    from harness.training.checkpoint_eval import register_configs as register_evaluate
+    from harness.training.config import register_configs
+    from harness.training.loop import train
+    from harness.training.run_log import read_metrics
+
+    path, _ = shapes_classifier
+    register_configs()
+    register_evaluate()
+    configs = str(Path(__file__).resolve().parents[1] / "configs")
+    counts = ["eval.num_gen=64", "eval.num_real=200"]
+    with initialize_config_dir(config_dir=configs, version_base="1.3"):
+        cfg = compose("config", overrides=[
+            "experiment=quickstart", "eval=shapes_classifier", f"dataset.resolution={RES}",
+            "train.batch_size=8", "train.iterations=2", "train.log_freq=100",
+            "train.vis_freq=0", "train.ckpt_freq=2", "logger.progress=false", "eval.every=2",
+            f"eval.classifier_weights={path}", f"dataset.root={tmp_path}", f"out_dir={tmp_path}",
+            *counts,
+        ])  # fmt: skip
+        run_dir = Path(cfg.out_dir) / cfg.run_name
+        train(cfg, run_dir)
+        logged = [r for r in read_metrics(run_dir) if "fd_shapes2k_test" in r]
+        assert [r["step"] for r in logged] == [2] and 0 <= logged[0]["confident_shapes2k"] <= 1
+        args = [f"run_dir={run_dir}", f"eval.classifier_weights={path}", "progress=false"]
+        metrics = "eval.metrics=[fd_shapes2k_test,confident_shapes2k]"
+        (row,) = evaluate(compose("evaluate", overrides=[*args, metrics, *counts]))
+    assert row["fd_shapes2k_test"]["value"] == pytest.approx(logged[0]["fd_shapes2k_test"])
+    assert row["confident_shapes2k"]["value"] == logged[0]["confident_shapes2k"]
+    assert row["protocol"]["weights_sha256"] == weights_sha256(path)
