@@ -54,7 +54,9 @@ def run_name(overrides: list[str]) -> str:
 
 
 def geometric_mean(values: list[float]) -> float:
-    return math.exp(sum(math.log(v) for v in values) / len(values))
+    """Over the positive values (a layer whose gradient is exactly 0 has no logarithm)."""
+    positive = [v for v in values if v > 0]
+    return math.exp(sum(math.log(v) for v in positive) / len(positive)) if positive else 0.0
 
 
 def layer_grads(record: dict) -> list[float]:
