@@ -15,6 +15,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from harness.training.config import register_configs
 from harness.training.loop import train
@@ -24,7 +25,9 @@ register_configs()
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    # Log lines go above the progress bar on the console, and to the run's train.log.
+    with logging_redirect_tqdm():
+        train(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

@@ -83,6 +83,9 @@ class ImageSet(Dataset):
     source: Dataset
     """Yields ``(image, label)`` pairs; ``transform`` maps ``image`` to uint8 [C, H, W]."""
     transform: Callable[[Any], torch.Tensor] | None
+    #: The whole set as uint8 [N, C, H, W] straight from the arrays torchvision read from
+    #: disk (MNIST, CIFAR10 at their native size): no per-image PIL round trip.
+    all_images: Callable[[], torch.Tensor] | None = None
 
     @property
     def value_range(self) -> tuple[float, float]:
@@ -128,16 +131,21 @@ def load_dataset(
     train = split == "train"
 
     transform: v2.Compose | None
+    all_images = None
     if name == "shapes":
         source, transform = ShapesDataset(resolution=resolution, seed=0 if train else 1), None
     elif name == "mnist":
         source = _open(name, root, split, download, lambda dl: tvd.MNIST(root, train, download=dl))
         transform = _pipeline(_resize_if(resolution, _NATIVE_SIZE[name]))
+        if resolution == _NATIVE_SIZE[name]:  # uint8 [N, 28, 28], what PIL mode "L" holds
+            all_images = lambda: source.data.unsqueeze(1).contiguous()  # noqa: E731
     elif name == "cifar10":
         source = _open(
             name, root, split, download, lambda dl: tvd.CIFAR10(root, train, download=dl)
         )
         transform = _pipeline(_resize_if(resolution, _NATIVE_SIZE[name]))
+        if resolution == _NATIVE_SIZE[name]:  # uint8 [N, 32, 32, 3], as PIL RGB holds it
+            all_images = lambda: torch.from_numpy(source.data).permute(0, 3, 1, 2).contiguous()  # noqa: E731
     elif name == "stl10":
         stl_split = "unlabeled" if train else "test"
         source = _open(
@@ -155,10 +163,17 @@ def load_dataset(
         folder = os.path.join(root, _imagenet_folder(split))
         source = _open(name, root, split, False, lambda _: tvd.ImageFolder(folder))
         transform = _pipeline(v2.Resize(resolution, antialias=True), v2.CenterCrop(resolution))
-    channels = 1 if name == "mnist" else 3
+    channels = channels_of(name)
     # ILSVRC2012 (1.28M images at 128x128, ~63 GB as uint8) is decoded on the fly instead.
     fits_in_memory = name != "imagenet"
-    return ImageSet(name, root, split, resolution, channels, fits_in_memory, source, transform)
+    return ImageSet(
+        name, root, split, resolution, channels, fits_in_memory, source, transform, all_images
+    )
+
+
+def channels_of(name: str) -> int:
+    """Image channels of dataset ``name``: 1 for MNIST, 3 otherwise."""
+    return 1 if name == "mnist" else 3
 
 
 def _resize(resolution: int) -> v2.Transform:

@@ -10,14 +10,18 @@ batch 64 throughout).
 
 Two paths:
 - datasets that fit in memory are decoded once into one uint8 [N, C, H, W] tensor,
-  cached as ``<root>/.bssn_cache/<name>_<split>_<resolution>.npy``, moved to ``device``
-  once and indexed there, so the accelerator never waits on input;
+  moved to ``device`` once and indexed there, so the accelerator never waits on input.
+  MNIST and CIFAR10 at native size are arrays on disk and are taken as they are; the
+  others are decoded image by image once. Both are cached as
+  ``<cache_dir>/<name>_<split>_<resolution>.npy`` (``cache_dir`` defaults to
+  ``<root>/.bssn_cache``; point it elsewhere when the root is read-only);
 - ILSVRC2012 is decoded on the fly by DataLoader workers fed the same index slices.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,6 +112,7 @@ class BatchStream:
         rank: int = 0,
         world_size: int = 1,
         num_workers: int = 4,
+        cache_dir: str | None = None,
     ) -> None:
         if batch_size < 1 or world_size < 1 or batch_size % world_size:
             raise ValueError(
@@ -129,9 +134,9 @@ class BatchStream:
         order_device = self.device if images.fits_in_memory else torch.device("cpu")
         self._order = _Order(len(images), batch_size, seed, rank, world_size, order_device)
         if images.fits_in_memory:
-            self._data = decoded_images(images, num_workers, show_progress=rank == 0).to(
-                self.device
-            )
+            self._data = decoded_images(
+                images, num_workers, show_progress=rank == 0, cache_dir=cache_dir
+            ).to(self.device)
         else:
             self._sampler = _RankSlices(self._order)
             self._loader = DataLoader(
@@ -186,19 +191,30 @@ class BatchStream:
             self._batches = None  # the loader restarts from the restored position
 
 
-def cache_path(images: ImageSet) -> Path:
-    return Path(images.root) / CACHE_DIR / f"{images.name}_{images.split}_{images.resolution}.npy"
+def cache_root(dataset_root: str | os.PathLike, cache_dir: str | None = None) -> Path:
+    """``cache_dir`` when given (dataset.cache_dir), else ``<dataset root>/.bssn_cache``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    return Path(dataset_root).expanduser() / CACHE_DIR
+
+
+def cache_path(images: ImageSet, cache_dir: str | None = None) -> Path:
+    name = f"{images.name}_{images.split}_{images.resolution}.npy"
+    return cache_root(images.root, cache_dir) / name
 
 
 def decoded_images(
-    images: ImageSet, num_workers: int = 4, show_progress: bool = True
+    images: ImageSet,
+    num_workers: int = 4,
+    show_progress: bool = True,
+    cache_dir: str | None = None,
 ) -> torch.Tensor:
     """All of ``images`` as one uint8 [N, C, H, W] CPU tensor, through the .npy cache
     (skipped for the synthetic shapes, which are cheaper to regenerate). The cache is
     checked by shape only: delete it after changing the preprocessing."""
     if images.name == "shapes":
         return _decode(images, num_workers, show_progress)
-    path = cache_path(images)
+    path = cache_path(images, cache_dir)
     expected = (len(images), images.channels, images.resolution, images.resolution)
     if path.exists():
         try:
@@ -225,6 +241,8 @@ def decoded_images(
 
 
 def _decode(images: ImageSet, num_workers: int, show_progress: bool) -> torch.Tensor:
+    if images.all_images is not None:  # arrays on disk: no per-image decode
+        return images.all_images()
     out = torch.empty(
         (len(images), images.channels, images.resolution, images.resolution), dtype=torch.uint8
     )

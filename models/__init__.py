@@ -22,6 +22,7 @@ __all__ = [
     "MNISTGenerator",
     "ResNetDiscriminator",
     "ResNetGenerator",
+    "build_generator",
     "build_models",
 ]
 
@@ -71,3 +72,10 @@ def build_models(
         MNISTGenerator(z_dim=z_dim, channels=channels),
         MNISTDiscriminator(channels=channels, negative_slope=negative_slope),
     )
+
+
+def build_generator(
+    name: str, resolution: int, channels: int, z_dim: int = 128, width: float = 1.0
+) -> nn.Module:
+    """G alone, as ``build_models`` builds it: what an exported generator's ``config`` holds."""
+    return build_models(name, resolution, channels, z_dim, width=width)[0]

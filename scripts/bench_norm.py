@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 
 import bssn
+from harness import threads
 from models import build_models
 
 VARIANTS = ("none", "sn", "torch_sn", "bsn", "snconv")
@@ -84,7 +85,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--compile", action="store_true", help="torch.compile the discriminator")
+    parser.add_argument("--threads", type=int, default=None, help="default: harness.threads")
     args = parser.parse_args()
+    threads.configure(args.threads)
     devices = []
     if args.device in ("cpu", "all"):
         devices.append(torch.device("cpu"))

@@ -60,7 +60,13 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = find_runs(args.runs_root)
     if not runs:
-        parser.error(f"no run directories (config.yaml) under {args.runs_root}")
+        hint = ""
+        if (Path(args.runs_root) / "table1.md").is_file():
+            hint = (
+                f"; {args.runs_root} holds a table made from runs, not runs: pass the runs' "
+                "folder, e.g. runs/smoke for results/smoke (results/README.md)"
+            )
+        parser.error(f"no run directories (config.yaml) under {args.runs_root}{hint}")
     expected = None
     if args.expect:
         expected = set().union(*(expected_from_preset(p, ROOT / "configs") for p in args.expect))

@@ -1,4 +1,6 @@
-"""Shared fixtures. Tests run on CPU with few threads so the suite fits 2 cores."""
+"""Shared fixtures. Tests run on CPU with one thread each: their tensors are small, and the
+suite's subprocesses (torchrun ranks, train.py runs) share the CI box's 2 cores. Two
+threads were 30x slower on power-iteration tests when another process was busy."""
 
 from __future__ import annotations
 
@@ -8,9 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+from harness import threads
+
+# Subprocesses inherit the setting; an explicit OMP_NUM_THREADS of the caller wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+threads.configure(None)
 
 #: The real MNIST files beside the checkout (developers' machines only; users lack it).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -18,6 +23,8 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
+    import torch
+
     torch.manual_seed(0)
 
 
@@ -35,6 +42,7 @@ def write_random_inception_weights(path: Path, seed: int) -> Path:
     Identity batch norms and He-scaled convolutions keep the features of order one. The
     architecture is the real one, so timings taken with it are representative.
     """
+    import torch
     import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
 
     with pytest.MonkeyPatch.context() as patch:

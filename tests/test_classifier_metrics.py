@@ -65,7 +65,7 @@ def test_trained_classifier_is_a_real_signal(shapes_classifier):
 
 def test_registered_with_torch_fidelity(shapes_classifier):
     path, _ = shapes_classifier
-    module = load_extractor("classifier", path, "cpu")
+    module = load_extractor(CLASSIFIER_EXTRACTOR, path, "cpu")
     assert module.get_name() == CLASSIFIER_EXTRACTOR
     images = load_dataset("shapes", "unused", RES, split="test")
     batch = torch.stack([images[i] for i in range(8)])
@@ -114,7 +114,7 @@ def test_fd_and_score_match_torch_fidelity(shapes_classifier, tmp_path):
     assert "-test-" in Path(ours["protocol"]["reference_stats"]["fd_shapes2k_test"]).name
 
     # cs_*: the IS formula on the classifier's logits, as torch-fidelity's isc computes it.
-    module = load_extractor("classifier", path, "cpu")
+    module = load_extractor(CLASSIFIER_EXTRACTOR, path, "cpu")
     _, logits = extract(module, fake_uint8)
     mean, _ = inception_score(logits.numpy(), 10)
     assert mean == pytest.approx(theirs["inception_score_mean"], rel=1e-4)
@@ -142,6 +142,49 @@ def test_fd_of_the_test_split_against_itself_is_zero(shapes_classifier, tmp_path
     assert abs(result["fd_shapes2k_test"]["value"]) < 1e-6
 
 
+def test_one_call_draws_the_images_once_for_every_extractor(
+    shapes_classifier, tmp_path, random_inception_weights, monkeypatch
+):
+    """Inception (KID on the training split) and classifier protocols (FD on the test split,
+    confident) in one call: each extractor sees the same generated images, drawn once, and
+    every value equals the one computed alone; the reference files name split and extractor."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    monkeypatch.setattr(FeatureExtractorInceptionV3, "INPUT_IMAGE_SIZE", 75)  # speed
+    path, _ = shapes_classifier
+    test = load_dataset("shapes", "unused", RES, split="test")
+    train = load_dataset("shapes", "unused", RES, split="train")
+    tests = Uint8Images(torch.stack([test[i] for i in range(40)]))
+    trains = Uint8Images(torch.stack([train[i] for i in range(30)]), split="train")
+    fake = torch.stack([train[100 + i] for i in range(24)]).float() / 127.5 - 1.0
+    fake = (0.7 * fake + 0.2 * torch.randn_like(fake)).clamp(-1, 1)
+
+    def run(names: list[str], drawn: list[int]) -> dict:
+        def sample(n: int) -> torch.Tensor:
+            drawn.append(n)
+            return fake[sum(drawn) - n : sum(drawn)]
+
+        return compute_metrics(
+            names, sample, (-1.0, 1.0), trains, test_dataset=tests,
+            weights_path=random_inception_weights(3), classifier_weights=path, device="cpu",
+            batch_size=8, cache_dir=tmp_path, num_gen_override=24, progress=False,
+        )  # fmt: skip
+
+    drawn: list[int] = []
+    both = run(["kid50k_full", "fd_shapes2k_test", "confident_shapes2k"], drawn)
+    assert sum(drawn) == 24  # once, not once per extractor
+    assert both["protocol"]["extractors"] == ["bssn-classifier", "inception-v3-compat"]
+    assert both["protocol"]["weights_sha256"] == (
+        f"{weights_sha256(path)}+{weights_sha256(random_inception_weights(3))}"
+    )
+    files = {k: Path(v).name for k, v in both["protocol"]["reference_stats"].items()}
+    assert files["fd_shapes2k_test"].startswith("shapes-test-16px-full40-bssn-classifier-")
+    assert files["kid50k_full"].startswith("shapes-16px-full30-inception-")
+    for name in ("kid50k_full", "fd_shapes2k_test", "confident_shapes2k"):
+        alone = run([name], [])[name]
+        assert alone == pytest.approx(both[name]), name
+
+
 def test_confident_fraction_by_hand():
     sure, unsure = [10.0, 0.0, 0.0], [1.0, 1.0, 0.0]
     assert confident_fraction(np.array([sure, unsure, sure, unsure])) == 0.5
@@ -151,7 +194,7 @@ def test_confident_fraction_by_hand():
 
 def test_bad_inputs_name_the_problem(shapes_classifier, tmp_path):
     path, _ = shapes_classifier
-    module = load_extractor("classifier", path, "cpu")
+    module = load_extractor(CLASSIFIER_EXTRACTOR, path, "cpu")
     with pytest.raises(ValueError, match="trained at 16x16"):
         extract(module, torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
     with pytest.raises(ClassifierNotFound, match="eval.classifier_weights=/no/such.pt"):

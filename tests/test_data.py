@@ -455,3 +455,29 @@ def test_stream_on_cuda_matches_cpu(tmp_path: Path) -> None:
     cpu = take(BatchStream(images, 8, seed=0, device="cpu", num_workers=0), 7)
     cuda = take(BatchStream(images, 8, seed=0, device="cuda", num_workers=0), 7)
     assert all(c.is_cuda and torch.equal(a, c.cpu()) for a, c in zip(cpu, cuda, strict=True))
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_array_decode_equals_the_per_image_pipeline(
+    tmp_path: Path, name: str, integrity_is_presence: None
+) -> None:
+    """MNIST/CIFAR10 are taken from their arrays at once, bit-identical to PIL per image."""
+    (write_mnist if name == "mnist" else write_cifar10)(tmp_path)
+    images = load_dataset(name, str(tmp_path), download=False)
+    assert images.all_images is not None
+    per_image = torch.stack([images[i] for i in range(len(images))])
+    assert torch.equal(stream_module._decode(images, 0, False), per_image)
+    assert load_dataset(name, str(tmp_path), 16, download=False).all_images is None  # resized
+
+
+def test_cache_dir_moves_the_cache_off_a_read_only_root(tmp_path: Path) -> None:
+    write_mnist(tmp_path / "root")
+    images = load_dataset("mnist", str(tmp_path / "root"), download=False)
+    (tmp_path / "root").chmod(0o555)  # a shared, read-only copy
+    try:
+        BatchStream(images, 4, seed=0, device="cpu", num_workers=0, cache_dir=tmp_path / "c")
+    finally:
+        (tmp_path / "root").chmod(0o755)
+    assert cache_path(images, tmp_path / "c") == tmp_path / "c" / "mnist_train_28.npy"
+    assert np.load(tmp_path / "c" / "mnist_train_28.npy").shape == (20, 1, 28, 28)
+    assert not (tmp_path / "root" / ".bssn_cache").exists()

@@ -38,7 +38,7 @@ def log_scalars(d: nn.Module, x: Tensor, n_probe: int = N_PROBE) -> dict[str, fl
     Cost: per layer one small symmetric eigenproblem and, per conv, 10 power-iteration
     steps (50 on the first call); one forward of the probe batch and one forward and
     backward per probe sample. For the CIFAR10 CNN on one CPU thread a call took 0.4 s,
-    a sixth of one training iteration (batch 64), once per ``train.log_freq`` iterations.
+    a sixth of one training iteration (batch 64), once per ``train.analysis_freq`` iterations.
     """
     d = bssn.unwrap(d)
     x = x[:n_probe].detach()

@@ -25,8 +25,10 @@ from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-#: The name torch-fidelity knows the classifier by.
-CLASSIFIER_EXTRACTOR = "bssn-classifier"
+from harness.metrics.protocols import CLASSIFIER
+
+#: The name torch-fidelity knows the classifier by (protocols.CLASSIFIER).
+CLASSIFIER_EXTRACTOR = CLASSIFIER
 #: Its outputs: the penultimate layer (Frechet distance) and the logits (scores).
 FEATURES = ("features", "logits")
 FEATURE_DIM = 128

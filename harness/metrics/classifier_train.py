@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from data import ImageSet, load_dataset
-from data.stream import CACHE_DIR, decoded_images
+from data.stream import cache_root, decoded_images
 from harness.metrics.classifier import (
     Classifier,
     ClassifierNotFound,
@@ -128,9 +128,10 @@ def resolve_classifier_weights(
     resolution: int,
     *,
     train_if_missing: bool = True,
+    cache_dir: str | os.PathLike | None = None,
 ) -> str:
     """The classifier weights file: `path` if given (it must exist), else the default path
-    under `<root>/.bssn_cache/classifiers/`, trained there first if missing."""
+    under `<cache_dir or root/.bssn_cache>/classifiers/`, trained there first if missing."""
     if path is not None:
         if not Path(path).expanduser().is_file():
             raise ClassifierNotFound(
@@ -138,7 +139,7 @@ def resolve_classifier_weights(
                 f"python -m scripts.train_classifier --dataset {dataset} --out {path}"
             )
         return str(Path(path).expanduser())
-    default = default_weights_path(Path(root).expanduser() / CACHE_DIR, dataset, resolution)
+    default = default_weights_path(cache_root(root, cache_dir), dataset, resolution)
     if not default.is_file():
         if not train_if_missing:
             raise ClassifierNotFound(

@@ -1,5 +1,5 @@
-"""compute_metrics: IS, FID and the classifier metrics of a generator by protocol name
-(docs/metrics.md)."""
+"""compute_metrics: IS, FID, KID, precision/recall and the classifier metrics of a generator
+by protocol name (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -12,27 +12,32 @@ import torch
 import torch_fidelity
 from torch.utils.data import Dataset
 
-from harness.metrics.classifier import CLASSIFIER_EXTRACTOR
 from harness.metrics.extractor import (
-    EXTRACTOR_NAME,
+    FeatureRequest,
     Sampler,
     extract_generated_all,
     load_extractor,
 )
 from harness.metrics.frechet import frechet_distance
 from harness.metrics.inception_score import inception_score
-from harness.metrics.protocols import CONFIDENCE, MetricProtocol, get_protocol
-from harness.metrics.reference_stats import reference_statistics
+from harness.metrics.kid_pr import kernel_inception_distance, precision_recall
+from harness.metrics.protocols import (
+    CLASSIFIER,
+    CONFIDENCE,
+    FEATURE_KINDS,
+    INCEPTION,
+    LOGIT_KINDS,
+    MetricProtocol,
+    get_protocol,
+)
+from harness.metrics.reference_stats import reference_features, reference_statistics
 from harness.metrics.weights import resolve_inception_weights, weights_sha256
-
-#: torch-fidelity's name of each protocol extractor.
-EXTRACTOR_NAMES = {"inception": EXTRACTOR_NAME, "classifier": CLASSIFIER_EXTRACTOR}
 
 
 def compute_metrics(
     names: list[str],
     sample: Sampler,
-    output_range: tuple[float, float],
+    output_range: tuple[float, float] | None,
     real_dataset: Dataset | None,
     *,
     weights_path: str | os.PathLike | None,
@@ -50,12 +55,14 @@ def compute_metrics(
 ) -> dict[str, Any]:
     """Evaluate the named metrics (see protocols.PROTOCOLS) of a generator.
 
-    `sample(n)` returns n generated images [n, C, H, W] (C = 1 or 3) as floats in
-    `output_range`, (-1, 1) or (0, 1). `real_dataset` (the training split; needed by FIDs
-    on it) and `test_dataset` (needed by FIDs on the test split) yield uint8 [C, H, W]
-    images at training resolution and have `name` and `resolution`; their reference
-    statistics are cached in `cache_dir`. Generated images are drawn once for all metrics
-    and extractors: each metric uses the first n of them.
+    `sample(n)` returns the next n generated images [n, C, H, W] (C = 1 or 3) as floats in
+    `output_range`, (-1, 1) or (0, 1), or as uint8 when `output_range` is None (images
+    read from files). `real_dataset` (the training split; needed by FID, KID and
+    precision/recall on it) and `test_dataset` (needed by protocols on the test split)
+    yield uint8 [C, H, W] images at training resolution and have `name` and `resolution`;
+    their reference statistics and features are cached in `cache_dir`, named by split and
+    extractor. Generated images are drawn once for all metrics and extractors: each metric
+    uses the first n of them.
 
     `weights_path`: the Inception weights (None: torch-fidelity's cache; see weights.py).
     `classifier_weights`: the classifier file, needed by the classifier metrics
@@ -65,44 +72,49 @@ def compute_metrics(
     real counts (smoke tests only); each result then says `reduced: True`.
 
     Returns {name: {"mean", "std", "num_gen", "splits", "reduced"}} for IS-like scores,
-    {name: {"value", "num_gen", "num_real", "reduced"}} for FIDs and "confident"
-    fractions (without num_real), and under "protocol" each extractor's weights path and
+    {name: {"value", "num_gen", "num_real", "reduced"}} for FIDs,
+    {name: {"value", "num_gen", "threshold", "reduced"}} for "confident" fractions,
+    {name: {"mean", "std", "subsets", "subset_size", "num_gen", "num_real", "reduced"}} for
+    KID, {name: {"precision", "recall", "f_score", "neighborhood", "num_gen", "num_real",
+    "reduced"}} for precision/recall, and under "protocol" each extractor's weights path and
     sha256 (16 hex; `weights_sha256` joins them with '+', in the order of `extractors`),
     the seed, output range, overrides and the reference-statistics files.
     """
     if not names:
         raise ValueError("no metric requested")
     protocols: list[MetricProtocol] = [get_protocol(name) for name in dict.fromkeys(names)]
-    fids = [p for p in protocols if p.kind == "fid"]
+    reals = [p for p in protocols if p.needs_real]
     num_gen = {p.name: p.count("gen", num_gen_override, "num_gen_override") for p in protocols}
-    reals = {"train": real_dataset, "test": test_dataset}
-    for p in fids:
-        if reals[p.real_split] is None:
+    splits = {"train": real_dataset, "test": test_dataset}
+    for p in reals:
+        if splits[p.real_split] is None:
             raise ValueError(f"{p.name} needs a real dataset ({p.real_split} split)")
-    num_real = {p.name: p.count("real", num_real_override, "num_real_override") for p in fids}
+    num_real = {p.name: p.count("real", num_real_override, "num_real_override") for p in reals}
 
-    kinds = sorted({p.extractor for p in protocols})
+    extractors = sorted({p.extractor for p in protocols})
     paths: dict[str, str] = {}
-    if "inception" in kinds:
-        paths["inception"] = resolve_inception_weights(weights_path, allow_download=allow_download)
-    if "classifier" in kinds:
-        if classifier_weights is None:
+    for name in extractors:
+        if name == INCEPTION:
+            paths[name] = resolve_inception_weights(weights_path, allow_download=allow_download)
+        elif classifier_weights is None:
             raise ValueError(
-                f"{', '.join(p.name for p in protocols if p.extractor == 'classifier')} need "
+                f"{', '.join(p.name for p in protocols if p.extractor == CLASSIFIER)} need "
                 "classifier_weights (python -m scripts.train_classifier writes them)"
             )
-        paths["classifier"] = str(classifier_weights)
-    hashes = {kind: weights_sha256(path) for kind, path in paths.items()}
-    extractors = {kind: load_extractor(kind, paths[kind], device) for kind in kinds}
+        else:
+            paths[name] = str(classifier_weights)
+    hashes = {name: weights_sha256(path) for name, path in paths.items()}
+    modules = {name: load_extractor(name, paths[name], device) for name in extractors}
 
     # Real statistics first: they are usually cached, and a bad dataset fails before the
     # expensive generation.
-    references = {}
-    for p in fids:
-        references[p.name] = reference_statistics(
-            reals[p.real_split],
+    references: dict[str, Any] = {}
+    for p in reals:
+        compute = reference_features if p.kind in FEATURE_KINDS else reference_statistics
+        references[p.name] = compute(
+            splits[p.real_split],
             num_real[p.name],
-            extractor=extractors[p.extractor],
+            extractor=modules[p.extractor],
             weights_hash=hashes[p.extractor],
             cache_dir=cache_dir,
             seed=seed,
@@ -112,55 +124,72 @@ def compute_metrics(
             extractor_name=p.extractor,
         )
 
-    jobs = {
-        kind: (
-            extractors[kind],
-            [num_gen[p.name] for p in fids if p.extractor == kind],
-            max((num_gen[p.name] for p in protocols if p.kind != "fid" and p.extractor == kind),
-                default=0),
+    def most(ps: list[MetricProtocol], kinds: tuple[str, ...]) -> int:
+        return max((num_gen[p.name] for p in ps if p.kind in kinds), default=0)
+
+    requests = {}
+    for name in extractors:
+        own = [p for p in protocols if p.extractor == name]
+        requests[name] = FeatureRequest(
+            modules[name],
+            stats_at=[num_gen[p.name] for p in own if p.kind == "fid"],
+            num_logits=most(own, LOGIT_KINDS),
+            num_features=most(own, FEATURE_KINDS),
         )
-        for kind in kinds
-    }  # fmt: skip
-    generated = extract_generated_all(sample, output_range, jobs, batch_size, progress)
+    generated = extract_generated_all(sample, output_range, requests, batch_size, progress)
 
     results: dict[str, Any] = {}
     for p in protocols:
         n = num_gen[p.name]
         features = generated[p.extractor]
+        reduced = n != p.num_gen or (p.needs_real and num_real[p.name] != p.num_real)
         if p.kind == "is":
             mean, std = inception_score(features.logits[:n], p.splits)
-            results[p.name] = {
-                "mean": mean,
-                "std": std,
-                "num_gen": n,
-                "splits": p.splits,
-                "reduced": n != p.num_gen,
-            }
+            results[p.name] = {"mean": mean, "std": std, "num_gen": n, "splits": p.splits}
         elif p.kind == "confident":
             results[p.name] = {
                 "value": confident_fraction(features.logits[:n]),
                 "num_gen": n,
                 "threshold": CONFIDENCE,
-                "reduced": n != p.num_gen,
             }
-        else:
+        elif p.kind == "fid":
             ref = references[p.name]
             mu, sigma = features.stats[n]
             results[p.name] = {
                 "value": frechet_distance(mu, sigma, ref.mu, ref.sigma),
                 "num_gen": n,
                 "num_real": ref.num_images,
-                "reduced": n != p.num_gen or num_real[p.name] != p.num_real,
             }
+        elif p.kind == "kid":
+            real = references[p.name].features
+            mean, std, size = kernel_inception_distance(
+                features.features[:n], real, p.subsets, p.subset_size
+            )
+            results[p.name] = {
+                "mean": mean,
+                "std": std,
+                "subsets": p.subsets,
+                "subset_size": size,
+                "num_gen": n,
+                "num_real": len(real),
+            }
+        else:
+            real = references[p.name].features
+            results[p.name] = {
+                **precision_recall(features.features[:n], real, p.neighborhood),
+                "neighborhood": p.neighborhood,
+                "num_gen": n,
+                "num_real": len(real),
+            }
+        results[p.name]["reduced"] = reduced
     results["protocol"] = {
-        "extractor": f"torch-fidelity {torch_fidelity.__version__} "
-        + " + ".join(EXTRACTOR_NAMES[kind] for kind in kinds),
-        "extractors": kinds,
-        "weights_path": paths["inception"] if "inception" in paths else paths["classifier"],
-        "weights_sha256": "+".join(hashes[kind] for kind in kinds),
-        "weights": {kind: {"path": paths[kind], "sha256": hashes[kind]} for kind in kinds},
+        "extractor": f"torch-fidelity {torch_fidelity.__version__} " + " + ".join(extractors),
+        "extractors": extractors,
+        "weights_path": paths.get(INCEPTION, next(iter(paths.values()))),
+        "weights_sha256": "+".join(hashes[name] for name in extractors),
+        "weights": {name: {"path": paths[name], "sha256": hashes[name]} for name in extractors},
         "seed": seed,
-        "output_range": [float(v) for v in output_range],
+        "output_range": None if output_range is None else [float(v) for v in output_range],
         "num_gen_override": num_gen_override,
         "num_real_override": num_real_override,
         "reference_stats": {name: str(ref.path) for name, ref in references.items()},

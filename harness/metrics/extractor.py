@@ -1,9 +1,11 @@
 """Features of uint8 images and of generator samples (docs/metrics.md).
 
-The extractor is torch-fidelity's `inception-v3-compat`, a port of the TF 2015-12-05
-Inception graph the reference code used: '2048' (pool3) features for FID and
-'logits_unbiased' (the softmax input without bias) for IS. The classifier metrics use the
-repo's own classifier (harness/metrics/classifier.py), registered with torch-fidelity.
+A protocol names its extractor by its torch-fidelity name (protocols.py). The paper's is
+`inception-v3-compat`, a port of the TF 2015-12-05 Inception graph the reference code
+used: '2048' (pool3) features for FID, KID and precision/recall and 'logits_unbiased'
+(the softmax input without bias) for IS. The classifier metrics use the repo's own
+classifier (harness/metrics/classifier.py), registered with torch-fidelity; every
+extractor gives (features, logits), the layers torch-fidelity uses for FID and ISC.
 """
 
 from __future__ import annotations
@@ -11,20 +13,21 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch_fidelity.utils
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from tqdm import tqdm
 
-from harness.metrics.classifier import CLASSIFIER_EXTRACTOR
-from harness.metrics.classifier import FEATURES as CLASSIFIER_FEATURES
+from harness.metrics import classifier  # noqa: F401  (registers CLASSIFIER with torch-fidelity)
 from harness.metrics.frechet import FeatureMoments
+from harness.metrics.protocols import INCEPTION
 
-EXTRACTOR_NAME = "inception-v3-compat"
+EXTRACTOR_NAME = INCEPTION
 #: Order of the extractor's outputs.
 FEATURES = ("2048", "logits_unbiased")
 
@@ -42,20 +45,20 @@ def load_inception(
 
 
 def load_extractor(
-    extractor: str, weights_path: str | os.PathLike, device: torch.device | str
+    name: str, weights_path: str | os.PathLike, device: torch.device | str
 ) -> FeatureExtractorBase:
-    """A protocol's extractor ("inception" or "classifier"), built through torch-fidelity's
-    registry with weights from `weights_path`; outputs (features, logits) in that order."""
-    if extractor == "inception":
+    """The torch-fidelity extractor registered as `name`, with weights from `weights_path`;
+    outputs (features, logits): the layers torch-fidelity itself uses for FID and ISC."""
+    if name == INCEPTION:
         return load_inception(weights_path, device)
-    if extractor != "classifier":
-        raise ValueError(f"unknown extractor {extractor!r}; allowed: inception, classifier")
+    if name not in FEATURE_EXTRACTORS_REGISTRY:
+        raise ValueError(
+            f"unknown feature extractor {name!r}; allowed: {', '.join(FEATURE_EXTRACTORS_REGISTRY)}"
+        )
+    cls = FEATURE_EXTRACTORS_REGISTRY[name]
+    layers = [cls.get_default_feature_layer_for_metric(m) for m in ("fid", "isc")]
     module = torch_fidelity.utils.create_feature_extractor(
-        CLASSIFIER_EXTRACTOR,
-        list(CLASSIFIER_FEATURES),
-        cuda=False,
-        feature_extractor_weights_path=str(weights_path),
-        verbose=False,
+        name, layers, cuda=False, feature_extractor_weights_path=str(weights_path), verbose=False
     )
     return module.to(device)
 
@@ -105,59 +108,82 @@ def extract(
 
 @dataclass
 class GeneratedFeatures:
-    """FID statistics at each requested count and the logits of the first samples."""
+    """One extractor's FID statistics at each requested count, the logits of the first
+    samples (IS, confident) and the features of the first samples (KID, precision/recall)."""
 
     stats: dict[int, tuple[np.ndarray, np.ndarray]]
     logits: np.ndarray
+    features: np.ndarray
+
+
+@dataclass(frozen=True)
+class FeatureRequest:
+    """What one extractor keeps of the generated images: FID statistics over the first n
+    for each n in `stats_at`, the logits of the first `num_logits`, the features of the
+    first `num_features`."""
+
+    extractor: FeatureExtractorBase
+    stats_at: Sequence[int] = ()
+    num_logits: int = 0
+    num_features: int = 0
+
+    @property
+    def total(self) -> int:
+        return max([*self.stats_at, self.num_logits, self.num_features])
 
 
 @dataclass
 class _Job:
-    extractor: FeatureExtractorBase
-    stats_at: Sequence[int]
-    num_logits: int
-    moments: FeatureMoments
-    stats: dict[int, tuple[np.ndarray, np.ndarray]]
-    logits: list[np.ndarray]
+    request: FeatureRequest
+    moments: FeatureMoments = field(default_factory=FeatureMoments)
+    stats: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    logits: list[np.ndarray] = field(default_factory=list)
+    features: list[np.ndarray] = field(default_factory=list)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
 
 
 def extract_generated(
     sample: Sampler,
-    output_range: tuple[float, float],
+    output_range: tuple[float, float] | None,
     extractor: FeatureExtractorBase,
     *,
     stats_at: Sequence[int],
     num_logits: int,
     batch_size: int,
+    num_features: int = 0,
     progress: bool = True,
 ) -> GeneratedFeatures:
-    """Generate max(stats_at, num_logits) images once, in batches, and extract their features.
-
-    FID statistics are taken over the first n images for each n in `stats_at` (so fid10k_5k
-    reuses the first 10k images of fid50k_full); the logits of the first `num_logits`
-    images are kept for IS.
-    """
-    jobs = {"only": (extractor, stats_at, num_logits)}
-    return extract_generated_all(sample, output_range, jobs, batch_size, progress)["only"]
+    """Generate max(stats_at, num_logits, num_features) images once, in batches, and extract
+    their features with one extractor (extract_generated_all with one request)."""
+    request = FeatureRequest(extractor, stats_at, num_logits, num_features)
+    return extract_generated_all(sample, output_range, {"only": request}, batch_size, progress)[
+        "only"
+    ]
 
 
 def extract_generated_all(
     sample: Sampler,
-    output_range: tuple[float, float],
-    jobs: dict[str, tuple[FeatureExtractorBase, Sequence[int], int]],
+    output_range: tuple[float, float] | None,
+    requests: dict[str, FeatureRequest],
     batch_size: int,
     progress: bool = True,
 ) -> dict[str, GeneratedFeatures]:
-    """extract_generated for several extractors at once: every extractor sees the same
-    generated images, drawn once ({key: (extractor, stats_at, num_logits)})."""
+    """Generate the images every request needs once, in batches, and feed each batch to
+    every extractor that still needs it: all extractors see the same images.
+
+    `sample(n)` returns the next n images as floats in `output_range`, or uint8 images when
+    `output_range` is None (images read from files). FID statistics are taken over the
+    first n images for each n in a request's `stats_at` (so fid10k_5k reuses the first 10k
+    images of fid50k_full).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    state = {
-        key: _Job(extractor, stats_at, num_logits, FeatureMoments(), {}, [])
-        for key, (extractor, stats_at, num_logits) in jobs.items()
-    }
-    total = max(max([*j.stats_at, j.num_logits]) for j in state.values())
-    boundaries = sorted({*(n for j in state.values() for n in j.stats_at), total})
+    jobs = {key: _Job(request) for key, request in requests.items()}
+    total = max((job.request.total for job in jobs.values()), default=0)
+    boundaries = sorted({*(n for job in jobs.values() for n in job.request.stats_at), total})
     done = 0
     with tqdm(total=total, desc="generated images", unit="img", disable=not progress) as bar:
         for boundary in boundaries:
@@ -171,23 +197,24 @@ def extract_generated_all(
                     raise ValueError(
                         f"sample({n}) must return [{n}, C, H, W], got {tuple(images.shape)}"
                     )
-                uint8 = to_uint8(images, output_range)
-                for job in state.values():
-                    if done >= max([*job.stats_at, job.num_logits]):
+                if output_range is not None:
+                    images = to_uint8(images, output_range)
+                for job in jobs.values():
+                    r = job.request
+                    if done >= r.total:
                         continue
-                    pool, logits = extract(job.extractor, uint8)
+                    pool, logits = extract(r.extractor, images)
                     job.moments.update(pool)
-                    if done < job.num_logits:
-                        job.logits.append(logits[: job.num_logits - done].cpu().numpy())
+                    if done < r.num_logits:
+                        job.logits.append(logits[: r.num_logits - done].cpu().numpy())
+                    if done < r.num_features:
+                        job.features.append(pool[: r.num_features - done].cpu().numpy())
                 done += n
                 bar.update(n)
-            for job in state.values():
-                if boundary in job.stats_at:
+            for job in jobs.values():
+                if boundary in job.request.stats_at:
                     job.stats[boundary] = job.moments.statistics()
     return {
-        key: GeneratedFeatures(
-            stats=job.stats,
-            logits=np.concatenate(job.logits) if job.logits else np.empty((0, 0), np.float32),
-        )
-        for key, job in state.items()
+        key: GeneratedFeatures(job.stats, _joined(job.logits), _joined(job.features))
+        for key, job in jobs.items()
     }

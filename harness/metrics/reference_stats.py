@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tqdm import tqdm
 from harness.atomic import atomic_write
 from harness.metrics.extractor import extract
 from harness.metrics.frechet import FeatureMoments
+from harness.metrics.protocols import INCEPTION
 
 
 @dataclass(frozen=True)
@@ -57,15 +59,18 @@ def reference_stats_path(
     num_real: int | None,
     seed: int,
     weights_hash: str,
-    extractor_name: str = "inception",
+    extractor_name: str = INCEPTION,
     split: str = "train",
 ) -> Path:
-    """Cache file of one set of reference statistics (the seed is irrelevant to 'full')."""
+    """Cache file of one set of reference statistics (the seed is irrelevant to 'full'),
+    named by dataset, split (when not the training split), counts, extractor and weights."""
     safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", dataset_name)
     if split != "train":
         safe_name += f"-{split}"
     subset = f"full{dataset_size}" if num_real is None else f"{num_real}of{dataset_size}-seed{seed}"
-    filename = f"{safe_name}-{resolution}px-{subset}-{extractor_name}-{weights_hash}.npz"
+    # Inception keeps the short name of the files cached before other extractors existed.
+    label = "inception" if extractor_name == INCEPTION else extractor_name
+    filename = f"{safe_name}-{resolution}px-{subset}-{label}-{weights_hash}.npz"
     return Path(cache_dir) / filename
 
 
@@ -75,45 +80,29 @@ def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
         np.savez(f, **arrays)
 
 
-def reference_statistics(
-    dataset: Dataset,
-    num_real: int | None,
-    *,
-    extractor: FeatureExtractorBase,
-    weights_hash: str,
-    cache_dir: str | os.PathLike,
-    seed: int,
-    batch_size: int,
-    num_workers: int = 0,
-    progress: bool = True,
-    extractor_name: str = "inception",
-) -> ReferenceStats:
-    """Statistics of `num_real` random real images (None: all), read from or written to
-    the cache."""
+def _check_dataset(dataset: Dataset) -> None:
     for attribute in ("name", "resolution"):
         if not hasattr(dataset, attribute):
             raise AttributeError(
                 f"the real dataset needs a `{attribute}` attribute for the cache key"
             )
-    size = len(dataset)
-    indices = real_indices(size, num_real, seed)
-    path = reference_stats_path(
-        cache_dir, dataset.name, dataset.resolution, size, num_real, seed, weights_hash,
-        extractor_name, getattr(dataset, "split", "train"),
-    )  # fmt: skip
-    if path.is_file():
-        with np.load(path) as cached:
-            return ReferenceStats(
-                cached["mu"], cached["sigma"], int(cached["num_images"]), path, computed=False
-            )
 
+
+def _real_features(
+    dataset: Dataset,
+    indices: np.ndarray,
+    extractor: FeatureExtractorBase,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+) -> Iterator[torch.Tensor]:
+    """The extractor's features (Inception: pool3) of dataset[indices], one batch at a time."""
     loader = DataLoader(
         Subset(dataset, indices.tolist()),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
     )
-    moments = FeatureMoments()
     expected = (dataset.resolution, dataset.resolution)
     with tqdm(
         total=len(indices), desc=f"real images ({dataset.name})", unit="img", disable=not progress
@@ -127,8 +116,41 @@ def reference_statistics(
                     f"(dataset.resolution)"
                 )
             pool, _ = extract(extractor, images)
-            moments.update(pool)
+            yield pool
             bar.update(images.shape[0])
+
+
+def reference_statistics(
+    dataset: Dataset,
+    num_real: int | None,
+    *,
+    extractor: FeatureExtractorBase,
+    weights_hash: str,
+    cache_dir: str | os.PathLike,
+    seed: int,
+    batch_size: int,
+    num_workers: int = 0,
+    progress: bool = True,
+    extractor_name: str = INCEPTION,
+) -> ReferenceStats:
+    """Statistics of `num_real` random real images (None: all), read from or written to
+    the cache."""
+    _check_dataset(dataset)
+    size = len(dataset)
+    indices = real_indices(size, num_real, seed)
+    path = reference_stats_path(
+        cache_dir, dataset.name, dataset.resolution, size, num_real, seed, weights_hash,
+        extractor_name, getattr(dataset, "split", "train"),
+    )  # fmt: skip
+    if path.is_file():
+        with np.load(path) as cached:
+            return ReferenceStats(
+                cached["mu"], cached["sigma"], int(cached["num_images"]), path, computed=False
+            )
+
+    moments = FeatureMoments()
+    for pool in _real_features(dataset, indices, extractor, batch_size, num_workers, progress):
+        moments.update(pool)
     mu, sigma = moments.statistics()
     _save_atomic(
         path,
@@ -139,3 +161,48 @@ def reference_statistics(
         weights_sha256=np.str_(weights_hash),
     )
     return ReferenceStats(mu, sigma, moments.count, path, computed=True)
+
+
+@dataclass(frozen=True)
+class ReferenceFeatures:
+    """Every feature [N, d] (float32; Inception: pool3, d = 2048) of real images, for KID and
+    precision/recall."""
+
+    features: np.ndarray
+    path: Path
+    computed: bool
+
+
+def reference_features(
+    dataset: Dataset,
+    num_real: int | None,
+    *,
+    extractor: FeatureExtractorBase,
+    weights_hash: str,
+    cache_dir: str | os.PathLike,
+    seed: int,
+    batch_size: int,
+    num_workers: int = 0,
+    progress: bool = True,
+    extractor_name: str = INCEPTION,
+) -> ReferenceFeatures:
+    """The features of the same images as reference_statistics, cached beside its files
+    (`.features.npy`: 60k MNIST images take 0.5 GB)."""
+    _check_dataset(dataset)
+    size = len(dataset)
+    indices = real_indices(size, num_real, seed)
+    stats_path = reference_stats_path(
+        cache_dir, dataset.name, dataset.resolution, size, num_real, seed, weights_hash,
+        extractor_name, getattr(dataset, "split", "train"),
+    )  # fmt: skip
+    path = stats_path.with_suffix(".features.npy")
+    if path.is_file():
+        return ReferenceFeatures(np.load(path), path, computed=False)
+    parts = [
+        pool.cpu().numpy().astype(np.float32)
+        for pool in _real_features(dataset, indices, extractor, batch_size, num_workers, progress)
+    ]
+    features = np.concatenate(parts)
+    with atomic_write(path) as f:
+        np.save(f, features)
+    return ReferenceFeatures(features, path, computed=True)

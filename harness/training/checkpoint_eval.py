@@ -3,8 +3,9 @@
 G is rebuilt from the checkpoint's own resolved config and evaluated as periodic
 evaluation does (same latents, same cached real statistics), so evaluate.py reproduces
 the values logged during training. Each checkpoint's result goes to
-`<run_dir>/eval/<ckpt stem>.<metrics joined by +>[.gen<N>][.real<N>].json`; a result
-already there with the same metrics, counts and Inception weights (sha256) is reused.
+`<run_dir>/eval/<ckpt stem>.<metrics joined by +>[.gen<N>][.real<N>][.vs-<files>].json`
+(`.vs-`: scored against real=<folder or .npz> instead of the training set); a result
+already there with the same metrics, counts and extractor weights (sha256) is reused.
 """
 
 from __future__ import annotations
@@ -20,13 +21,18 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from data import ImageSet, load_dataset
+from data.datasets import channels_of
+from harness import threads
 from harness.metrics import PROTOCOLS, weights_sha256
+from harness.metrics.image_files import ImageFiles
+from harness.metrics.protocols import CLASSIFIER
 from models import build_models
 
 from . import checkpoint
 from .config import EvalConfig
 from .periodic_eval import (
     EVAL_SEED_OFFSET,
+    DataKey,
     evaluate_generator,
     preflight,
     weights_identity,
@@ -38,13 +44,23 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EvaluateConfig:
-    run_dir: str | None = None  # evaluate every checkpoints/ckpt_*.pt of this run directory
+    # What to score: exactly one of these three.
+    run_dir: str | None = None  # every checkpoints/ckpt_*.pt of this run directory
     checkpoint: str | None = None  # or this one checkpoint file (of <run_dir>/checkpoints/)
+    images: str | None = None  # or a folder of images / an .npz (arr_0 uint8 [N, H, W, C])
+    # What `images` is compared with (FID, KID, precision/recall): one of these two.
+    real: str | None = None  # a folder of images / an .npz
+    real_dataset: str | None = None  # a dataset's training set, as train.py reads it (e.g. mnist)
+    resolution: int | None = None  # of `real_dataset`; None = the size of `images`
+    out: str | None = None  # `images` only: also write the result JSON here
     # metrics, inception_weights, batch_size, num_gen, num_real (eval.every is not used)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    dataset_root: str | None = None  # where the real images are now; None = the run's dataset.root
+    # Where the real images are now; None = the run's dataset.root (with
+    # real_dataset: $BSSN_DATA, else ./datasets, as train.py).
+    dataset_root: str | None = None
     device: str = "auto"  # auto | cpu | cuda
     progress: bool = True
+    threads: int | None = None  # CPU intra-op threads; None = auto (harness/threads.py)
 
 
 def register_configs() -> None:
@@ -54,7 +70,16 @@ def register_configs() -> None:
 def checkpoints_of(cfg: DictConfig) -> tuple[Path, list[Path]]:
     """(run directory, checkpoints to evaluate, oldest first) from `run_dir` or `checkpoint`."""
     if (cfg.run_dir is None) == (cfg.checkpoint is None):
-        raise ValueError("give exactly one of run_dir=<run directory> or checkpoint=<file.pt>")
+        raise ValueError(
+            "give exactly one of run_dir=<run directory>, checkpoint=<file.pt> or "
+            "images=<folder or .npz>"
+        )
+    for key in ("real_dataset", "resolution", "out"):
+        if cfg[key] is not None:
+            raise ValueError(
+                f"{key}= applies to images= only; a run is scored against its own training "
+                "set, or against real=<folder or .npz>"
+            )
     if cfg.checkpoint is not None:
         path = Path(cfg.checkpoint).expanduser()
         if not path.is_file():
@@ -69,13 +94,18 @@ def checkpoints_of(cfg: DictConfig) -> tuple[Path, list[Path]]:
     return run_dir, found
 
 
-def result_path(run_dir: Path, ckpt: Path, eval_cfg: DictConfig) -> Path:
-    """The JSON file of one checkpoint's evaluation; reduced counts are part of the name."""
+def result_path(
+    run_dir: Path, ckpt: Path, eval_cfg: DictConfig, real: ImageFiles | None = None
+) -> Path:
+    """The JSON file of one checkpoint's evaluation; reduced counts and real images other
+    than the training set are part of the name."""
     name = f"{ckpt.stem}.{'+'.join(eval_cfg.metrics)}"
     if eval_cfg.num_gen is not None:
         name += f".gen{eval_cfg.num_gen}"
     if eval_cfg.num_real is not None:
         name += f".real{eval_cfg.num_real}"
+    if real is not None:
+        name += f".vs-{real.name}"
     return run_dir / "eval" / f"{name}.json"
 
 
@@ -105,32 +135,44 @@ def _device(name: str) -> torch.device:
     )
 
 
-def _load(
-    ckpt: Path, cfg: DictConfig, datasets: dict[tuple, ImageSet]
-) -> tuple[dict[str, Any], ImageSet]:
-    """A checkpoint's state and its run's training set."""
+def _state(ckpt: Path, cfg: DictConfig) -> tuple[dict[str, Any], DataKey]:
+    """A checkpoint's state and its run's dataset (checked against the requested metrics)."""
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     data_cfg = state["config"]["dataset"]
     for name in cfg.eval.metrics:
         PROTOCOLS[name].check_dataset(data_cfg["name"])
-    key = (data_cfg["name"], cfg.dataset_root or data_cfg["root"], data_cfg["resolution"])
-    if key not in datasets:
-        datasets[key] = load_dataset(*key, download=data_cfg["download"])
-    return state, datasets[key]
+    root = cfg.dataset_root or data_cfg["root"]
+    return state, DataKey(data_cfg["name"], root, data_cfg["resolution"])
 
 
 def evaluate_checkpoint(
-    ckpt: Path, cfg: DictConfig, device: torch.device, datasets: dict[tuple, ImageSet]
+    ckpt: Path,
+    cfg: DictConfig,
+    device: torch.device,
+    datasets: dict[tuple, ImageSet | ImageFiles],
 ) -> dict[str, Any]:
-    """compute_metrics of one checkpoint's G on its run's training set."""
-    state, real = _load(ckpt, cfg, datasets)
+    """compute_metrics of one checkpoint's G on its run's training set (or `cfg.real`)."""
+    state, data = _state(ckpt, cfg)
     saved = state["config"]
     data_cfg = saved["dataset"]
+    if cfg.real is not None:
+        key: tuple = ("real", cfg.real)
+        if key not in datasets:
+            datasets[key] = ImageFiles(cfg.real, key="real")
+    else:
+        key = tuple(data)
+        if key not in datasets:
+            datasets[key] = load_dataset(*key, download=data_cfg["download"])
+    real = datasets[key]
     model = saved["model"]
     g, _ = build_models(
-        model["name"], real.resolution, real.channels, model["z_dim"], model["negative_slope"],
+        model["name"],
+        data_cfg["resolution"],
+        channels_of(data_cfg["name"]),
+        model["z_dim"],
+        model["negative_slope"],
         model.get("width", 1.0),
-    )  # fmt: skip
+    )
     g.load_state_dict(state["G"])
     results = evaluate_generator(
         g.to(device),
@@ -140,6 +182,8 @@ def evaluate_checkpoint(
         device=device,
         num_workers=data_cfg["num_workers"],
         progress=cfg.progress,
+        cache_dir=data_cfg.get("cache_dir"),
+        data=data if cfg.real is not None else None,
     )
     return {"checkpoint": str(ckpt), "step": state["step"], **results}
 
@@ -150,18 +194,28 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     Each row is the stored result plus "file" (its JSON) and "skipped" (True when an
     up-to-date result was found and nothing was computed).
     """
+    threads.configure(cfg.threads)
+    if cfg.images is not None:
+        from .image_eval import evaluate_images
+
+        return [evaluate_images(cfg)]
     run_dir, ckpts = checkpoints_of(cfg)
     inception = preflight(cfg.eval)
+    uses_classifier = any(PROTOCOLS[name].extractor == CLASSIFIER for name in cfg.eval.metrics)
+    weights_hash = None if uses_classifier else weights_sha256(inception)
     device = _device(cfg.device)
-    datasets: dict[tuple, ImageSet] = {}
     rows = []
+    datasets: dict[tuple, ImageSet | ImageFiles] = {}
+    real = None
+    if cfg.real is not None:  # read (and hashed) once for every checkpoint
+        real = datasets[("real", cfg.real)] = ImageFiles(cfg.real, key="real")
     for ckpt in ckpts:
-        path = result_path(run_dir, ckpt, cfg.eval)
-        if any(PROTOCOLS[name].extractor == "classifier" for name in cfg.eval.metrics):
+        path = result_path(run_dir, ckpt, cfg.eval, real)
+        if uses_classifier:
             # The classifier is the checkpoint's dataset's: its identity needs that dataset.
-            weights_hash = weights_identity(cfg.eval, inception, _load(ckpt, cfg, datasets)[1])
-        else:
-            weights_hash = weights_sha256(inception)
+            state, data = _state(ckpt, cfg)
+            cache_dir = state["config"]["dataset"].get("cache_dir")
+            weights_hash = weights_identity(cfg.eval, inception, data, cache_dir)
         result = _up_to_date(path, cfg.eval, weights_hash)
         skipped = result is not None
         if not skipped:
@@ -172,21 +226,39 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     return rows
 
 
+def column(name: str, result: dict[str, Any]) -> str:
+    """A metric's column title: its protocol name, with the counts used when reduced."""
+    if not result["reduced"]:
+        return name
+    counts = f"gen {result['num_gen']}"
+    if "num_real" in result:
+        counts += f", real {result['num_real']}"
+    return f"{name} (reduced: {counts})"
+
+
+def cell(name: str, result: dict[str, Any]) -> str:
+    """A metric's value as printed: mean ± std, a value, or precision / recall."""
+    kind = PROTOCOLS[name].kind
+    if kind in ("is", "kid"):
+        digits = 3 if kind == "is" else 5
+        return f"{result['mean']:.{digits}f} ± {result['std']:.{digits}f}"
+    if kind == "pr":
+        return f"P {result['precision']:.3f} / R {result['recall']:.3f}"
+    return f"{result['value']:.3f}"
+
+
 def format_table(rows: list[dict[str, Any]], metrics: list[str]) -> str:
-    """A Markdown table: checkpoint, step, one column per metric, computed or reused."""
+    """A Markdown table: checkpoint, step, one column per metric, computed or reused.
+
+    Reduced counts show in the column titles (every row of one call has the same counts).
+    """
+    titles = [column(name, rows[0][name]) for name in metrics] if rows else metrics
     lines = [
-        "| checkpoint | step | " + " | ".join(metrics) + " | |",
+        "| checkpoint | step | " + " | ".join(titles) + " | |",
         "|---|---|" + "---|" * len(metrics) + "---|",
     ]
     for row in rows:
-        cells = []
-        for name in metrics:
-            value = row[name]
-            cells.append(
-                f"{value['mean']:.3f} ± {value['std']:.3f}"
-                if PROTOCOLS[name].kind == "is"
-                else f"{value['value']:.3f}"
-            )
+        cells = [cell(name, row[name]) for name in metrics]
         status = "reused" if row["skipped"] else "computed"
         lines.append(
             f"| {Path(row['checkpoint']).name} | {row['step']} | "

@@ -22,6 +22,9 @@ class DatasetConfig:
     resolution: int = MISSING  # training resolution (docs/metrics.md)
     download: bool = True  # use torchvision's download where one exists
     num_workers: int = 4  # decoding workers (ILSVRC2012 streams through them)
+    # Where decoded arrays and Inception statistics are cached; None = <root>/.bssn_cache.
+    # Set it when the root is read-only (a shared cluster copy).
+    cache_dir: str | None = None
 
 
 @dataclass
@@ -65,11 +68,20 @@ class TrainConfig:
     g_batch_size: int | None = None  # G's global batch; None = batch_size
     n_dis: int = 1  # D steps per G step
     log_freq: int = 100  # scalars, sigmas and gradient norms every this many iterations
+    # bssn.analysis scalars (Prop. 1 per-sample gradients, operator norms, variances) every
+    # this many iterations, on a log step; 0 = never. They cost far more than the rest.
+    analysis_freq: int = 1000
     vis_freq: int = 5000  # sample grid of fixed latents; 0 = never
     ckpt_freq: int = 5000  # checkpoint; the last iteration is always saved
     keep_checkpoints: int = 2  # newest full checkpoints kept on disk
     device: str = "auto"  # auto | cpu | cuda
     sync_batchnorm: bool = True  # DDP: G's batch norm over the global batch, as single-GPU
+    # CPU intra-op threads; None = the CPUs this process may use, divided among the processes
+    # sharing them (SLURM_CPUS_PER_TASK, affinity, LOCAL_WORLD_SIZE, BSSN_RUNS_PER_DEVICE).
+    threads: int | None = None
+    compile: bool = False  # torch.compile G and D (their fwd+bwd); slower on CPU, for GPUs
+    # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune | ...
+    compile_mode: str = "default"
 
 
 @dataclass
@@ -126,12 +138,17 @@ def register_configs() -> None:
 LOSSES = ("hinge", "wgan_gp")
 OPTIMIZERS = ("adam",)
 DEVICES = ("auto", "cpu", "cuda")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 WANDB_MODES = ("offline", "online", "disabled")
 
 #: Keys that may change when a run resumes: they do not change what is being trained.
 RESUMABLE_CHANGES = (
     "train.iterations",
     "train.log_freq",
+    "train.analysis_freq",
+    "train.threads",
+    "train.compile",
+    "train.compile_mode",
     "train.vis_freq",
     "train.ckpt_freq",
     "train.keep_checkpoints",
@@ -139,6 +156,7 @@ RESUMABLE_CHANGES = (
     "dataset.root",
     "dataset.download",
     "dataset.num_workers",
+    "dataset.cache_dir",
     "eval",
     "logger",
     "out_dir",
@@ -193,6 +211,7 @@ def validate(cfg: DictConfig) -> None:
     _one_of("loss.name", cfg.loss.name, LOSSES)
     _one_of("optim.name", cfg.optim.name, OPTIMIZERS)
     _one_of("train.device", cfg.train.device, DEVICES)
+    _one_of("train.compile_mode", cfg.train.compile_mode, COMPILE_MODES)
     _one_of("logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
     bssn.modes.check_scale(cfg.scale, cfg.norm.mode)
     bssn.modes.check_power_iterations(cfg.norm.n_power_iterations)
@@ -218,6 +237,7 @@ def validate(cfg: DictConfig) -> None:
         _positive(key, cfg[section][name])
     for key in (
         "train.vis_freq",
+        "train.analysis_freq",
         "train.ckpt_freq",
         "eval.every",
         "loss.gp_weight",
@@ -226,6 +246,8 @@ def validate(cfg: DictConfig) -> None:
     ):
         section, name = key.split(".")
         _positive(key, cfg[section][name], zero_ok=True)
+    if cfg.train.threads is not None:
+        _positive("train.threads", cfg.train.threads)
     if cfg.train.g_batch_size is not None:
         _positive("train.g_batch_size", cfg.train.g_batch_size)
     for key in ("beta1", "beta2"):

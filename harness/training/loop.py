@@ -24,6 +24,7 @@ from tqdm import tqdm
 import bssn
 from bssn import analysis
 from data import BatchStream, ImageSet, load_dataset
+from harness import threads
 from models import build_models
 
 from . import checkpoint, diagnostics, distributed, losses, periodic_eval
@@ -164,6 +165,39 @@ def generator_update(
     return g_loss.detach()
 
 
+def _log_scalars(d_raw: nn.Module, d_out: dict[str, Tensor], g_loss: Tensor) -> dict[str, float]:
+    """Losses, D outputs, input- and weight-gradient norms and sigmas: every scalar is
+    computed on the device and copied to the host at once (one sync per log step)."""
+    on_device = {k: v for k, v in d_out.items() if k not in ("real", "fake")}
+    on_device["g_loss"] = g_loss
+    real_norm, fake_norm = diagnostics.input_gradient_norms(d_raw, d_out["real"], d_out["fake"])
+    on_device |= {"input_grad_norm/real": real_norm, "input_grad_norm/fake": fake_norm}
+    on_device |= {
+        f"grad_norm/{k}": v for k, v in diagnostics.layer_gradient_norm_tensors(d_raw).items()
+    }
+    return diagnostics.to_floats(on_device) | diagnostics.flatten_sigmas(d_raw)
+
+
+def compile_steps(
+    g_train: nn.Module,
+    d_train: nn.Module,
+    d_raw: nn.Module,
+    mode: str = "default",
+    backend: str = "inductor",
+) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """torch.compile G, D (as the D step runs it, DDP included) and D for the G step.
+
+    Forward and backward of each are compiled (AOTAutograd); the power-iteration advance
+    and the optimizer steps stay eager. ``mode="reduce-overhead"`` adds CUDA graphs on GPU.
+    D's forward is traced twice (weights requiring grad in the D step, not in the G step).
+    """
+    options = {"backend": backend} if backend != "inductor" else {"mode": mode}
+    g = torch.compile(g_train, **options)
+    d = torch.compile(d_train, **options)
+    d_for_g = d if d_train is d_raw else torch.compile(d_raw, **options)
+    return g, d, d_for_g
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train (or resume) the run in ``run_dir``; returns the run's summary."""
     validate(cfg)
@@ -180,6 +214,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str, Any]:
     config = to_container(cfg)
     t = cfg.train
+    cpu_threads = threads.configure(t.threads)  # None: fixed count, nothing to follow
     d_part = _local(t.batch_size, ctx, "train.batch_size")
     g_batch = t.g_batch_size or t.batch_size
     g_part = _local(g_batch, ctx, "train.g_batch_size")
@@ -203,7 +238,14 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
     )
     workers = min(cfg.dataset.num_workers, os.cpu_count() or 1)  # more only oversubscribes
     stream = BatchStream(
-        images, t.batch_size, cfg.seed, ctx.device, ctx.rank, ctx.world_size, workers
+        images,
+        t.batch_size,
+        cfg.seed,
+        ctx.device,
+        ctx.rank,
+        ctx.world_size,
+        workers,
+        cache_dir=cfg.dataset.cache_dir,
     )
     noise = torch.Generator(device=ctx.device).manual_seed(cfg.seed)
     fixed_z = torch.randn(
@@ -252,6 +294,9 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
         d_train = nn.parallel.DistributedDataParallel(
             d_raw, device_ids=ids, forward_sync_buffers=False
         )
+    d_for_g = d_raw  # the G step runs D outside DDP: nothing to reduce
+    if t.compile:
+        g_train, d_train, d_for_g = compile_steps(g_train, d_train, d_raw, t.compile_mode)
 
     run_log = None
     evaluator = (
@@ -268,6 +313,8 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
             resume_step=start if loaded else None,
             wandb_id=wandb_id,
         )
+    if ctx.is_main:
+        log.info("training %s: iterations %d..%d", run_dir, start + 1, t.iterations)
     bar = tqdm(
         total=t.iterations,
         initial=start,
@@ -291,15 +338,17 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
                 d_train, d_raw, g_train, opt_d, real, z, cfg.loss.name, gp_weight, eps
             )
             bad |= ~torch.isfinite(d_out["d_loss"])
-        g_loss = generator_update(d_raw, g_train, opt_g, _global_randn(noise, g_shape, g_part))
+        g_loss = generator_update(d_for_g, g_train, opt_g, _global_randn(noise, g_shape, g_part))
         bad |= ~torch.isfinite(g_loss)
         step = it + 1
         bar.update(1)
+        threads.update(cpu_threads)  # fewer threads while other processes keep CPUs busy
 
         logging_now = step % t.log_freq == 0 or step == t.iterations
+        analysis_now = t.analysis_freq and (step % t.analysis_freq == 0 or step == t.iterations)
         saving_now = (t.ckpt_freq and step % t.ckpt_freq == 0) or step == t.iterations
         evaluating_now = cfg.eval.every and (step % cfg.eval.every == 0 or step == t.iterations)
-        if logging_now or saving_now or evaluating_now:
+        if logging_now or analysis_now or saving_now or evaluating_now:
             if bad.item():
                 kept = checkpoint.list_checkpoints(run_dir)
                 raise NonFiniteLossError(
@@ -308,23 +357,26 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
                     + (str(kept[-1]) if kept else "none (no checkpoint was written yet)")
                 )
             last_good = step
-        if logging_now and run_log is not None:
-            now = time.perf_counter()
-            scalars = {k: v.item() for k, v in d_out.items() if k not in ("real", "fake")}
-            scalars |= {
-                "g_loss": g_loss.item(),
-                "it_per_s": (step - tick_step) / (now - tick),
-                "input_grad_norm/real": diagnostics.input_gradient_norm(d_raw, d_out["real"]),
-                "input_grad_norm/fake": diagnostics.input_gradient_norm(d_raw, d_out["fake"]),
-            }
-            scalars |= {
-                f"grad_norm/{k}": v for k, v in diagnostics.layer_gradient_norms(d_raw).items()
-            }
-            scalars |= diagnostics.flatten_sigmas(d_raw)
-            scalars |= analysis.log_scalars(d_raw, d_out["real"])
+        if (logging_now or analysis_now) and run_log is not None:
+            scalars = {}
+            if logging_now:
+                now = time.perf_counter()
+                scalars = _log_scalars(d_raw, d_out, g_loss) | {
+                    "it_per_s": (step - tick_step) / (now - tick)
+                }
+                bar.set_postfix(
+                    d_loss=f"{scalars['d_loss']:.3f}", g_loss=f"{scalars['g_loss']:.3f}"
+                )
+            if analysis_now:
+                scalars |= analysis.log_scalars(d_raw, d_out["real"])
             run_log.log(step, scalars)
-            bar.set_postfix(d_loss=f"{scalars['d_loss']:.3f}", g_loss=f"{scalars['g_loss']:.3f}")
-            tick, tick_step = now, step
+            if logging_now:
+                # The console's record of progress, kept in the run's train.log by Hydra.
+                log.info(
+                    "step %d/%d: d_loss=%.4f g_loss=%.4f it/s=%.3g",
+                    step, t.iterations, scalars["d_loss"], scalars["g_loss"], scalars["it_per_s"],
+                )  # fmt: skip
+                tick, tick_step = now, step
         if ctx.is_main and t.vis_freq and (step % t.vis_freq == 0 or step == t.iterations):
             grid = run_dir / "samples" / f"step_{step:07d}.png"
             _save_grid(g_raw, fixed_z, grid)

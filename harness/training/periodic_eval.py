@@ -1,12 +1,16 @@
 """IS/FID of the generator during training and of saved checkpoints (docs/metrics.md).
 
-The metrics are `harness.metrics` protocols (`is50k`, `fid10k_5k`, `fid50k_full`, and the
-repo's classifier metrics `fd_mnist10k_test`, `cs_mnist10k`, ...). G is
-evaluated in eval mode on latents from a generator seeded with the run's seed plus
-EVAL_SEED_OFFSET, created afresh for every evaluation: every evaluation of a run (and
-evaluate.py on its checkpoints) sees the same latents, so values differ only through G.
-The real images are the training set at training resolution; their reference statistics
-are cached under `<dataset.root>/.bssn_cache/inception/`.
+The metrics are `harness.metrics` protocols (`is50k`, `fid10k_5k`, `fid50k_full`,
+`kid50k_full`, `pr50k3_full`, and the repo's classifier metrics `fd_mnist10k_test`,
+`cs_mnist10k`, ...). G is evaluated in eval mode on latents from a generator seeded with
+the run's seed plus EVAL_SEED_OFFSET, created afresh for every evaluation: every
+evaluation of a run (and evaluate.py on its checkpoints) sees the same latents, so values
+differ only through G.
+The real images are the training (or, for protocols that say so, the test) split at
+training resolution; their reference statistics are cached under
+`<dataset.root>/.bssn_cache/inception/` (or dataset.cache_dir), one file per split,
+extractor and weights. The classifier metrics' classifier is the run's dataset's
+(eval.classifier_weights, or trained on first use: harness/metrics/classifier_train.py).
 
 Outputs of periodic evaluation, in the run directory:
 - `metrics.jsonl` (and W&B/TensorBoard): flat scalars `is50k`, `is50k_std`, `fid10k_5k`, …
@@ -24,15 +28,16 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from omegaconf import DictConfig
-from torch import nn
+from torch import Tensor, nn
 
 from data import ImageSet, load_dataset
-from data.stream import CACHE_DIR
+from data.stream import cache_root
 from harness.atomic import atomic_write
 from harness.metrics import (
     PROTOCOLS,
@@ -42,6 +47,7 @@ from harness.metrics import (
     weights_sha256,
 )
 from harness.metrics.classifier_train import resolve_classifier_weights
+from harness.metrics.protocols import CLASSIFIER, INCEPTION
 
 from .run_log import RunLog
 
@@ -53,9 +59,18 @@ SUMMARY = "summary.json"
 _STEP_FILE = re.compile(r"^step_(\d{7,})\.json$")
 
 
-def reference_cache_dir(dataset_root: str | os.PathLike) -> Path:
-    """Where the real images' Inception statistics are cached: beside the dataset."""
-    return Path(dataset_root).expanduser() / CACHE_DIR / "inception"
+class DataKey(NamedTuple):
+    """A dataset as the run reads it: the classifier metrics' classes and test split."""
+
+    name: str
+    root: str
+    resolution: int
+
+
+def reference_cache_dir(dataset_root: str | os.PathLike, cache_dir: str | None = None) -> Path:
+    """Where the real images' reference statistics are cached (every extractor: the file
+    names say which): beside the dataset, or under dataset.cache_dir when set."""
+    return cache_root(dataset_root, cache_dir) / "inception"
 
 
 def check_counts(eval_cfg: DictConfig) -> None:
@@ -63,7 +78,7 @@ def check_counts(eval_cfg: DictConfig) -> None:
     for name in eval_cfg.metrics:
         p = get_protocol(name)
         p.count("gen", eval_cfg.num_gen, "eval.num_gen")
-        if p.kind == "fid":
+        if p.needs_real:
             p.count("real", eval_cfg.num_real, "eval.num_real")
 
 
@@ -81,34 +96,41 @@ def preflight(eval_cfg: DictConfig, dataset_cfg: DictConfig | None = None) -> st
     or trained now (scripts.train_classifier) rather than at the first evaluation.
     """
     check_counts(eval_cfg)
-    if dataset_cfg is not None and "classifier" in _extractors(eval_cfg):
+    if dataset_cfg is not None and CLASSIFIER in _extractors(eval_cfg):
         for name in eval_cfg.metrics:
             get_protocol(name).check_dataset(dataset_cfg.name)
         resolve_classifier_weights(
-            eval_cfg.classifier_weights, dataset_cfg.name, dataset_cfg.root, dataset_cfg.resolution
-        )
-    if "inception" not in _extractors(eval_cfg):
+            eval_cfg.classifier_weights, dataset_cfg.name, dataset_cfg.root,
+            dataset_cfg.resolution, cache_dir=dataset_cfg.cache_dir,
+        )  # fmt: skip
+    if INCEPTION not in _extractors(eval_cfg):
         return None
     return resolve_inception_weights(
         eval_cfg.inception_weights, allow_download=eval_cfg.download_weights
     )
 
 
-def weights_identity(eval_cfg: DictConfig, inception: str | None, real: ImageSet) -> str:
-    """compute_metrics' `weights_sha256` for these metrics on `real`: the extractors'
-    hashes joined by '+', in sorted extractor order."""
-    paths = {"inception": inception} if "inception" in _extractors(eval_cfg) else {}
-    if "classifier" in _extractors(eval_cfg):
-        paths["classifier"] = classifier_weights_for(eval_cfg, real)
-    return "+".join(weights_sha256(paths[kind]) for kind in sorted(paths))
-
-
-def classifier_weights_for(eval_cfg: DictConfig, real: ImageSet) -> str:
-    """eval.classifier_weights, or the default classifier of `real`'s dataset (trained on
-    first use)."""
+def classifier_weights_for(
+    eval_cfg: DictConfig, data: DataKey, cache_dir: str | None = None
+) -> str | None:
+    """eval.classifier_weights, or the default classifier of the dataset `data` (trained on
+    first use); None when no requested metric uses the classifier."""
+    if CLASSIFIER not in _extractors(eval_cfg):
+        return None
     return resolve_classifier_weights(
-        eval_cfg.classifier_weights, real.name, real.root, real.resolution
+        eval_cfg.classifier_weights, data.name, data.root, data.resolution, cache_dir=cache_dir
     )
+
+
+def weights_identity(
+    eval_cfg: DictConfig, inception: str | None, data: DataKey, cache_dir: str | None = None
+) -> str:
+    """compute_metrics' `weights_sha256` for these metrics on the dataset `data`: the
+    extractors' hashes joined by '+', in sorted extractor order."""
+    paths = {INCEPTION: inception} if INCEPTION in _extractors(eval_cfg) else {}
+    if CLASSIFIER in _extractors(eval_cfg):
+        paths[CLASSIFIER] = classifier_weights_for(eval_cfg, data, cache_dir)
+    return "+".join(weights_sha256(paths[name]) for name in sorted(paths))
 
 
 @functools.lru_cache(maxsize=4)
@@ -117,11 +139,26 @@ def _test_split(name: str, root: str, resolution: int) -> ImageSet:
     return load_dataset(name, root, resolution, download=False, split="test")
 
 
-def test_split_for(eval_cfg: DictConfig, real: ImageSet) -> ImageSet | None:
-    """The test split of `real`'s dataset when a requested metric compares against it."""
+def test_split_for(eval_cfg: DictConfig, data: DataKey) -> ImageSet | None:
+    """The test split of the dataset `data` when a requested metric compares against it."""
     if any(get_protocol(n).real_split == "test" for n in eval_cfg.metrics):
-        return _test_split(real.name, real.root, real.resolution)
+        return _test_split(data.name, str(data.root), data.resolution)
     return None
+
+
+def latent_sampler(g: nn.Module, seed: int, device: torch.device) -> Callable[[int], Tensor]:
+    """sample(n): G on the next n latents of a generator seeded with `seed`.
+
+    The latents are drawn on the CPU, so they are the same on every device; generate.py
+    draws with the same function, so its images are the ones evaluation scores when the
+    seed and batch size are the same.
+    """
+    latents = torch.Generator().manual_seed(seed)
+
+    def sample(n: int) -> Tensor:
+        return g(torch.randn(n, g.z_dim, generator=latents).to(device))
+
+    return sample
 
 
 def evaluate_generator(
@@ -133,31 +170,34 @@ def evaluate_generator(
     device: torch.device,
     num_workers: int,
     progress: bool,
+    cache_dir: str | None = None,
+    data: DataKey | None = None,
 ) -> dict[str, Any]:
     """compute_metrics of G (eval mode, then restored) on latents seeded with `seed`.
+
+    `data`: the run's dataset when `real` is not it (images from files, evaluate.py
+    real=<folder or .npz>): it picks the classifier, and the files are then the real images
+    of every protocol, test-split ones included. None: `real` is the run's training set.
 
     `num_workers` decode the real images (dataset.num_workers). The global RNG state is
     restored afterwards (the real images' DataLoader draws from it), so a run with
     evaluations trains exactly as one without.
     """
-    names = list(eval_cfg.metrics)
-    classifier_weights = (
-        classifier_weights_for(eval_cfg, real) if "classifier" in _extractors(eval_cfg) else None
-    )
-    test = test_split_for(eval_cfg, real)
-    latents = torch.Generator(device=device).manual_seed(seed)
-
-    def sample(n: int) -> torch.Tensor:
-        return g(torch.randn(n, g.z_dim, generator=latents, device=device))
-
+    if data is None:
+        data = DataKey(real.name, real.root, real.resolution)
+        test = test_split_for(eval_cfg, data)
+    else:
+        test = real
+    classifier_weights = classifier_weights_for(eval_cfg, data, cache_dir)
+    sample = latent_sampler(g, seed, device)
     was_training = g.training
     g.eval()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             return compute_metrics(
-                names, sample, g.output_range, real,
+                list(eval_cfg.metrics), sample, g.output_range, real,
                 weights_path=eval_cfg.inception_weights, device=device,
-                batch_size=eval_cfg.batch_size, cache_dir=reference_cache_dir(real.root),
+                batch_size=eval_cfg.batch_size, cache_dir=reference_cache_dir(real.root, cache_dir),
                 num_gen_override=eval_cfg.num_gen, num_real_override=eval_cfg.num_real,
                 num_workers=num_workers, progress=progress,
                 classifier_weights=classifier_weights, test_dataset=test,
@@ -167,15 +207,17 @@ def evaluate_generator(
 
 
 def scalars(results: dict[str, Any]) -> dict[str, float]:
-    """Flat scalars of a compute_metrics result: `<is>`, `<is>_std`, `<fid>` and
-    `<confident>`."""
+    """Flat scalars of a compute_metrics result: `<is>`, `<is>_std`, `<fid>`, `<kid>`,
+    `<kid>_std`, `<pr>_precision`, `<pr>_recall`, `<confident>`."""
     out: dict[str, float] = {}
     for name, value in results.items():
-        if name in PROTOCOLS and PROTOCOLS[name].kind == "is":
-            out[name], out[f"{name}_std"] = value["mean"], value["std"]
-        elif name in PROTOCOLS:
-            out[name] = value["value"]
+        if name in PROTOCOLS:
+            out |= PROTOCOLS[name].scalars(value)
     return out
+
+
+#: Every ranked scalar of every protocol and its better direction ("max" or "min").
+GOALS = {key: goal for p in PROTOCOLS.values() for key, goal in p.goals().items()}
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -186,14 +228,15 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def summarize(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per metric: best (max IS, min FID) and its step, latest and its step."""
+    """Per metric: best (max IS, precision, recall, confident; min FID, KID) and its step,
+    latest and its step."""
     out: dict[str, dict[str, Any]] = {}
     for entry in sorted(history, key=lambda e: e["step"]):
         step = entry["step"]
         for name, value in entry.items():
-            if name not in PROTOCOLS:
+            if name not in GOALS:
                 continue
-            higher = PROTOCOLS[name].higher_is_better
+            higher = GOALS[name] == "max"
             best = out.get(name)
             improved = best is None or (value > best["best"] if higher else value < best["best"])
             out[name] = {
@@ -201,7 +244,7 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 "best_step": step if improved else best["best_step"],
                 "latest": value,
                 "latest_step": step,
-                "goal": "max" if higher else "min",
+                "goal": GOALS[name],
             }
     return out
 
@@ -243,6 +286,7 @@ class PeriodicEval:
         self.seed = cfg.seed + EVAL_SEED_OFFSET
         self.real, self.device, self.progress = real, device, cfg.logger.progress
         self.num_workers = cfg.dataset.num_workers
+        self.cache_dir = cfg.dataset.cache_dir
         self.folder = Path(run_dir) / "eval"
         # Results after the resumed step belong to an abandoned future of the run.
         if self.folder.is_dir():
@@ -260,6 +304,7 @@ class PeriodicEval:
             device=self.device,
             num_workers=self.num_workers,
             progress=self.progress,
+            cache_dir=self.cache_dir,
         )
         write_json(self.folder / f"step_{step:07d}.json", {"step": step, **results})
         values = scalars(results)
