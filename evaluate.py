@@ -5,7 +5,8 @@
     python evaluate.py run_dir=runs/<run> dataset_root=/data eval.inception_weights=/w.pth
 
 G is rebuilt from each checkpoint's saved config; the real images are the run's training
-set (``dataset_root`` overrides where it is now). Results go to ``<run_dir>/eval/`` as one
+set (``dataset_root`` overrides where it is now). Results go to ``<run_dir>/eval/`` (or
+``out_dir``) as one
 JSON per checkpoint; running again skips the checkpoints already evaluated with the same
 metrics, counts and Inception weights.
 """

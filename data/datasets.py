@@ -66,6 +66,13 @@ _LOAD_ERRORS = (
 )
 
 
+#: Compute nodes often have no internet: the files then come from the prepare step.
+PREPARE_HINT = (
+    "On a cluster, run the prepare step once where the internet is, with this run's "
+    "overrides: python -m harness.prepare <overrides> (README, 'Clusters')."
+)
+
+
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are missing or corrupt and could not be downloaded."""
 
@@ -101,8 +108,55 @@ class ImageSet(Dataset):
         return len(self.source)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        image = self.source[index][0]
-        return image if self.transform is None else self.transform(image)
+        try:
+            image = self.source[index][0]
+            return image if self.transform is None else self.transform(image)
+        except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for a broken file
+            raise CorruptImageError(
+                f"{self.name} image {index} ({_item_path(self.source, index)}) cannot be "
+                f"decoded ({type(err).__name__}: {err}); expected layout: "
+                f"{_expected_layout(self.name, self.root, self.split)}. Replace or remove it."
+            ) from err
+
+
+class CorruptImageError(OSError):
+    """One image of a dataset does not decode (truncated, not an image); names the file."""
+
+
+def _item_path(source: Dataset, index: int) -> str:
+    """The file behind ``source[index]`` for torchvision's folder datasets, else the index."""
+    if hasattr(source, "samples"):  # ImageFolder
+        return str(source.samples[index][0])
+    if hasattr(source, "filename"):  # CelebA
+        return os.path.join(source.root, source.base_folder, "img_align_celeba",
+                            source.filename[index])  # fmt: skip
+    return f"item {index}"
+
+
+#: idx files of MNIST: name -> the magic number of their header (LeCun's format).
+_MNIST_MAGIC = {
+    "train-images-idx3-ubyte": 2051,
+    "train-labels-idx1-ubyte": 2049,
+    "t10k-images-idx3-ubyte": 2051,
+    "t10k-labels-idx1-ubyte": 2049,
+}
+
+
+def _check_mnist_headers(root: str) -> None:
+    """An extracted MNIST file with a wrong magic number stops here, named (torchvision
+    would fail later with a bare TypeError)."""
+    raw = os.path.join(root, "MNIST", "raw")
+    for name, magic in _MNIST_MAGIC.items():
+        path = os.path.join(raw, name)
+        if not os.path.isfile(path):
+            continue  # absent: torchvision's own error (or download) takes it from here
+        with open(path, "rb") as f:
+            found = int.from_bytes(f.read(4), "big")
+        if found != magic:
+            raise DatasetNotFoundError(
+                f"{path} is not an MNIST idx file: magic number {found}, expected {magic}. "
+                f"Expected: {_expected_layout('mnist', root)}"
+            )
 
 
 def load_dataset(
@@ -135,6 +189,7 @@ def load_dataset(
     if name == "shapes":
         source, transform = ShapesDataset(resolution=resolution, seed=0 if train else 1), None
     elif name == "mnist":
+        _check_mnist_headers(root)
         source = _open(name, root, split, download, lambda dl: tvd.MNIST(root, train, download=dl))
         transform = _pipeline(_resize_if(resolution, _NATIVE_SIZE[name]))
         if resolution == _NATIVE_SIZE[name]:  # uint8 [N, 28, 28], what PIL mode "L" holds
@@ -278,4 +333,6 @@ def _not_found_message(name: str, root: str, split: str, download: bool, err: Ba
         )
     else:
         lines.append("Set dataset.download=true to download it, or put the files there by hand.")
+    if name != "imagenet":
+        lines.append(PREPARE_HINT)
     return "\n".join(lines)

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from data.datasets import ImageSet
-from harness.atomic import atomic_write
+from harness.atomic import atomic_write, build_lock
 
 log = logging.getLogger(__name__)
 
@@ -216,28 +216,40 @@ def decoded_images(
         return _decode(images, num_workers, show_progress)
     path = cache_path(images, cache_dir)
     expected = (len(images), images.channels, images.resolution, images.resolution)
-    if path.exists():
+    cached = _read_cache(path, expected)
+    if cached is not None:
+        return cached
+    with build_lock(path):  # the runs of a sweep start at once: one decodes, the others wait
+        cached = _read_cache(path, expected)
+        if cached is not None:
+            return cached
+        data = _decode(images, num_workers, show_progress)
         try:
-            cached = np.load(path, mmap_mode="r")
-            if cached.shape == expected and cached.dtype == np.uint8:
-                return torch.from_numpy(np.array(cached))
+            _save_atomic(path, data.numpy())
+        except OSError as err:
             log.warning(
-                "rebuilding %s: it holds %s %s, expected uint8 %s",
+                "could not write the decoded-image cache %s (%s); the next run decodes again",
                 path,
-                cached.dtype,
-                cached.shape,
-                expected,
+                err,
             )
-        except (OSError, ValueError, EOFError) as err:
-            log.warning("rebuilding unreadable %s: %s", path, err)
-    data = _decode(images, num_workers, show_progress)
-    try:
-        _save_atomic(path, data.numpy())
-    except OSError as err:
-        log.warning(
-            "could not write the decoded-image cache %s (%s); the next run decodes again", path, err
-        )
     return data
+
+
+def _read_cache(path: Path, expected: tuple[int, ...]) -> torch.Tensor | None:
+    """The cached array if ``path`` holds uint8 images of shape ``expected``, else None."""
+    if not path.exists():
+        return None
+    try:
+        cached = np.load(path, mmap_mode="r")
+        if cached.shape == expected and cached.dtype == np.uint8:
+            return torch.from_numpy(np.array(cached))
+        log.warning(
+            "rebuilding %s: it holds %s %s, expected uint8 %s", path, cached.dtype, cached.shape,
+            expected,
+        )  # fmt: skip
+    except (OSError, ValueError, EOFError) as err:
+        log.warning("rebuilding unreadable %s: %s", path, err)
+    return None
 
 
 def _decode(images: ImageSet, num_workers: int, show_progress: bool) -> torch.Tensor:

@@ -137,9 +137,10 @@ class LoadAwareThreads:
         return n
 
 
-def configure(threads: int | None = None) -> LoadAwareThreads | None:
+def configure(threads: int | None = None, *, follow_load: bool = True) -> LoadAwareThreads | None:
     """Set torch's intra-op threads: ``threads``, ``OMP_NUM_THREADS``, or the load-aware
-    default above. Returns the LoadAwareThreads to ``update`` from a loop, if any."""
+    default above. Returns the LoadAwareThreads to ``update`` from a loop when the count is
+    automatic and ``follow_load`` is set, else None (a fixed count)."""
     import torch
 
     if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
@@ -150,12 +151,18 @@ def configure(threads: int | None = None) -> LoadAwareThreads | None:
     elif explicit_threads() is not None:
         n = explicit_threads()
     else:
-        adaptive = LoadAwareThreads(threads_for_this_process())
-        n = adaptive.threads
+        chooser = LoadAwareThreads(threads_for_this_process())
+        n = chooser.threads
+        adaptive = chooser if follow_load else None
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     log.info("CPU threads: %d", n)
     return adaptive
+
+
+def is_automatic(threads: int | None) -> bool:
+    """Whether the count is chosen here (neither ``threads`` nor OMP_NUM_THREADS is given)."""
+    return threads is None and explicit_threads() is None
 
 
 def update(adaptive: LoadAwareThreads | None) -> None:

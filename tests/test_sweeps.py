@@ -202,7 +202,7 @@ def test_slurm_launcher_submits_one_array_with_ddp_and_requeue(tmp_path, monkeyp
         "--gpus-per-node=4",
         "--ntasks-per-node=4",
         "--cpus-per-task=8",
-        "--mem=64GB",
+        "--mem=48GB",  # mem_gb_per_run 12 x 4 processes
         "--time=600",
         "--signal=USR2@120",
         "--array=0-9%10",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -11,11 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
 from data import DatasetNotFoundError
+from harness import threads
 from harness.training import checkpoint
 from harness.training.config import register_configs
 from harness.training.loop import ConfigMismatchError, NonFiniteLossError, train
@@ -48,7 +51,24 @@ def run(out: Path, *overrides: str) -> Path:
 
 
 def final_state(run_dir: Path) -> dict:
-    return torch.load(checkpoint.list_checkpoints(run_dir)[-1], weights_only=False)
+    return torch.load(checkpoint.list_checkpoints(run_dir)[-1], weights_only=True)
+
+
+def tiny_state(step: int, **changes) -> dict:
+    """A valid checkpoint of a one-weight G and D (checkpoint.validate accepts it)."""
+    state = {
+        "step": step,
+        "G": {"w": torch.ones(2)},
+        "D": {"w": torch.ones(2)},
+        "opt_g": {},
+        "opt_d": {},
+        "stream": {},
+        "rng": {},
+        "config": {},
+        "wandb_id": None,
+        "format": checkpoint.FORMAT,
+    }
+    return state | changes
 
 
 def assert_same_state(a: dict, b: dict, **tol) -> None:
@@ -107,18 +127,70 @@ def test_tiny_run_writes_everything(tmp_path: Path) -> None:
     assert "bssn" in (run_dir / "config.yaml").read_text()
 
 
+def entries_equal(a, b, where: str = "") -> list[str]:
+    """Where two checkpoints differ: torch.equal on tensors (and dtypes), == on the rest."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{where}: keys {sorted(map(str, a.keys() ^ b.keys()))}"]
+        return [d for k in a for d in entries_equal(a[k], b[k], f"{where}.{k}")]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return [f"{where}: lengths {len(a)} != {len(b)}"]
+        pairs = enumerate(zip(a, b, strict=True))
+        return [d for i, (x, y) in pairs for d in entries_equal(x, y, f"{where}[{i}]")]
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        same = torch.is_tensor(a) and torch.is_tensor(b) and a.dtype == b.dtype
+        return [] if same and torch.equal(a, b) else [where]
+    return [] if a == b else [f"{where}: {a!r} != {b!r}"]
+
+
+def count_entries(state) -> int:
+    """Leaves of a checkpoint (a tensor or a plain value each)."""
+    if isinstance(state, dict):
+        return sum(count_entries(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(count_entries(v) for v in state)
+    return 1
+
+
 def test_resume_continues_identically(tmp_path: Path) -> None:
-    straight = run(tmp_path / "a", "train.iterations=6", "train.n_dis=2")
-    half = run(tmp_path / "b", "train.iterations=3", "train.n_dis=2")
+    """The resumed run's final checkpoint equals the uninterrupted run's, entry by entry:
+    weights, Adam states, data position, every RNG state (torch, numpy, Python, latents)."""
+    args = ("train.n_dis=2", "seed=3")
+    straight = run(tmp_path, "train.iterations=6", *args)
+    a = final_state(straight)
+    straight.rename(straight.with_name("straight"))  # same out_dir and run_name: equal configs
+    half = run(tmp_path, "train.iterations=3", *args)
     assert final_state(half)["step"] == 3
-    resumed = run(tmp_path / "b", "train.iterations=6", "train.n_dis=2")
-    assert_same_state(final_state(straight), final_state(resumed))
-    a, b = final_state(straight), final_state(resumed)
-    assert torch.equal(a["opt_d"]["state"][0]["exp_avg"], b["opt_d"]["state"][0]["exp_avg"])
+    random.seed(0), np.random.seed(0)  # whatever happens in between, the resume undoes
+    resumed = run(tmp_path, "train.iterations=6", *args)
+    b = final_state(resumed)
+    assert entries_equal(a, b) == [] and count_entries(a) > 100
     steps = [
         json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()
     ]
     assert steps == [2, 3, 4, 6]  # each run logs its last step; nothing logged twice
+    # numpy and Python are seeded from the run's seed (nothing in the loop draws from them;
+    # a user's model may).
+    np.random.seed(3)
+    random.seed(3)
+    fresh = checkpoint.rng_state(torch.Generator())
+    assert entries_equal(a["rng"]["numpy"], fresh["numpy"]) == []
+    assert entries_equal(a["rng"]["python"], fresh["python"]) == []
+
+
+def test_cpu_thread_count_is_kept_for_the_run_and_its_resume(tmp_path: Path, monkeypatch) -> None:
+    """Automatic threads are chosen once on the CPU (the count changes float rounding) and a
+    resume restores the count its checkpoint was trained with, whatever the load is now."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "threads_for_this_process", lambda: 2)
+    monkeypatch.setattr(threads.LoadAwareThreads, "_measure", lambda self: 2)
+    first = run(tmp_path, "train.iterations=2")
+    assert final_state(first)["cpu_threads"] == 2
+    monkeypatch.setattr(threads.LoadAwareThreads, "_measure", lambda self: 1)  # now loaded
+    resumed = run(tmp_path, "train.iterations=4")
+    assert final_state(resumed)["cpu_threads"] == 2
+    torch.set_num_threads(1)
 
 
 def test_finished_run_is_not_trained_again(tmp_path: Path, caplog) -> None:
@@ -228,7 +300,7 @@ save_atomic({"step": 2, "payload": torch.zeros(1000), "slow": Slow()}, Path(sys.
 
 def test_kill_during_checkpoint_write_keeps_the_previous_one(tmp_path: Path) -> None:
     target = tmp_path / "checkpoints" / "ckpt_0000002.pt"
-    checkpoint.save_checkpoint(tmp_path, 1, {"step": 1, "format": checkpoint.FORMAT}, keep=2)
+    checkpoint.save_checkpoint(tmp_path, 1, tiny_state(1), keep=2)
     proc = subprocess.Popen(
         [sys.executable, "-c", _SLOW_SAVE, str(target)],
         cwd=ROOT,
@@ -240,20 +312,23 @@ def test_kill_during_checkpoint_write_keeps_the_previous_one(tmp_path: Path) -> 
     proc.kill()
     proc.wait()
     assert not target.exists()
+    assert list(target.parent.glob(".ckpt_0000002.pt.*.tmp"))  # killed inside the write
     state, path = checkpoint.load_latest(tmp_path)
     assert state["step"] == 1 and path.name == "ckpt_0000001.pt"
 
 
 def test_unreadable_newest_checkpoint_falls_back_with_a_warning(tmp_path: Path, caplog) -> None:
-    checkpoint.save_checkpoint(tmp_path, 1, {"step": 1, "format": checkpoint.FORMAT}, keep=3)
+    checkpoint.save_checkpoint(tmp_path, 1, tiny_state(1), keep=3)
     (tmp_path / "checkpoints" / "ckpt_0000002.pt").write_bytes(b"truncated")
     state, _ = checkpoint.load_latest(tmp_path)
-    assert state["step"] == 1 and "unreadable" in caplog.text
+    assert state["step"] == 1 and "ckpt_0000002.pt does not load" in caplog.text
 
 
 def test_checkpoint_of_another_format_is_not_resumed(tmp_path: Path, caplog) -> None:
-    checkpoint.save_checkpoint(tmp_path, 1, {"step": 1, "format": checkpoint.FORMAT}, keep=3)
-    checkpoint.save_checkpoint(tmp_path, 2, {"step": 2, "format": checkpoint.FORMAT + 1}, keep=3)
+    checkpoint.save_checkpoint(tmp_path, 1, tiny_state(1), keep=3)
+    checkpoint.save_atomic(
+        tiny_state(2, format=checkpoint.FORMAT + 1), tmp_path / "checkpoints" / "ckpt_0000002.pt"
+    )
     state, path = checkpoint.load_latest(tmp_path)
     assert state["step"] == 1 and path.name == "ckpt_0000001.pt"
     assert f"checkpoint format {checkpoint.FORMAT + 1}, expected {checkpoint.FORMAT}" in caplog.text

@@ -3,7 +3,7 @@ classifier metrics (harness/metrics/classifier.py) through the same code (docs/m
 
 from harness.metrics.classifier import CLASSIFIER_EXTRACTOR, ClassifierNotFound
 from harness.metrics.compute import compute_metrics, confident_fraction
-from harness.metrics.extractor import load_inception, to_uint8
+from harness.metrics.extractor import NonFiniteImagesError, load_inception, to_uint8
 from harness.metrics.frechet import FeatureMoments, frechet_distance
 from harness.metrics.inception_score import inception_score
 from harness.metrics.protocols import PROTOCOLS, MetricProtocol, get_protocol
@@ -15,7 +15,10 @@ from harness.metrics.reference_stats import (
 from harness.metrics.weights import (
     INCEPTION_WEIGHTS_FILENAME,
     InceptionWeightsNotFound,
+    InvalidInceptionWeights,
+    check_inception_weights,
     inception_weights_cache_path,
+    is_official,
     resolve_inception_weights,
     weights_sha256,
 )
@@ -28,6 +31,10 @@ __all__ = [
     "PROTOCOLS",
     "FeatureMoments",
     "InceptionWeightsNotFound",
+    "InvalidInceptionWeights",
+    "NonFiniteImagesError",
+    "check_inception_weights",
+    "is_official",
     "MetricProtocol",
     "ReferenceStats",
     "compute_metrics",

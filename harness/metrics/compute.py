@@ -31,7 +31,12 @@ from harness.metrics.protocols import (
     get_protocol,
 )
 from harness.metrics.reference_stats import reference_features, reference_statistics
-from harness.metrics.weights import resolve_inception_weights, weights_sha256
+from harness.metrics.weights import (
+    INCEPTION_WEIGHTS_FILENAME,
+    is_official,
+    resolve_inception_weights,
+    weights_sha256,
+)
 
 
 def compute_metrics(
@@ -194,6 +199,16 @@ def compute_metrics(
         "num_real_override": num_real_override,
         "reference_stats": {name: str(ref.path) for name, ref in references.items()},
     }
+    # Only the Inception weights have an official file; the classifier is the repo's own.
+    if INCEPTION in hashes:
+        official = is_official(hashes[INCEPTION])
+        results["protocol"]["weights_official"] = official
+        if not official:
+            results["protocol"]["warning"] = (
+                f"the Inception weights {paths[INCEPTION]} (sha256 {hashes[INCEPTION]}) are not "
+                f"the official {INCEPTION_WEIGHTS_FILENAME}: IS/FID are not comparable with "
+                "published values"
+            )
     return results
 
 

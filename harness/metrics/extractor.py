@@ -34,6 +34,10 @@ FEATURES = ("2048", "logits_unbiased")
 Sampler = Callable[[int], torch.Tensor]
 
 
+class NonFiniteImagesError(FloatingPointError):
+    """Generated images with NaN/Inf pixels: no metric of them means anything."""
+
+
 def load_inception(
     weights_path: str | os.PathLike, device: torch.device | str
 ) -> FeatureExtractorInceptionV3:
@@ -196,6 +200,11 @@ def extract_generated_all(
                 if images.dim() != 4 or images.shape[0] != n:
                     raise ValueError(
                         f"sample({n}) must return [{n}, C, H, W], got {tuple(images.shape)}"
+                    )
+                if not torch.isfinite(images).all():  # to_uint8 would clamp NaN to a colour
+                    raise NonFiniteImagesError(
+                        f"the generator produced NaN/Inf pixels (images {done}..{done + n - 1});"
+                        " IS/FID of such a generator are meaningless, so evaluation stopped"
                     )
                 if output_range is not None:
                     images = to_uint8(images, output_range)

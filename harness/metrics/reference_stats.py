@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from tqdm import tqdm
 
-from harness.atomic import atomic_write
+from harness.atomic import atomic_write, build_lock
 from harness.metrics.extractor import extract
 from harness.metrics.frechet import FeatureMoments
 from harness.metrics.protocols import INCEPTION
@@ -142,12 +142,38 @@ def reference_statistics(
         cache_dir, dataset.name, dataset.resolution, size, num_real, seed, weights_hash,
         extractor_name, getattr(dataset, "split", "train"),
     )  # fmt: skip
-    if path.is_file():
-        with np.load(path) as cached:
-            return ReferenceStats(
-                cached["mu"], cached["sigma"], int(cached["num_images"]), path, computed=False
-            )
+    cached = _read(path)
+    if cached is not None:
+        return cached
+    with build_lock(path):  # runs evaluating at once: one computes, the others wait and reuse
+        cached = _read(path)
+        if cached is not None:
+            return cached
+        return _compute(
+            dataset, indices, path, extractor, weights_hash, seed, batch_size, num_workers, progress
+        )
 
+
+def _read(path: Path) -> ReferenceStats | None:
+    if not path.is_file():
+        return None
+    with np.load(path) as cached:
+        return ReferenceStats(
+            cached["mu"], cached["sigma"], int(cached["num_images"]), path, computed=False
+        )
+
+
+def _compute(
+    dataset: Dataset,
+    indices: np.ndarray,
+    path: Path,
+    extractor: FeatureExtractorBase,
+    weights_hash: str,
+    seed: int,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+) -> ReferenceStats:
     moments = FeatureMoments()
     for pool in _real_features(dataset, indices, extractor, batch_size, num_workers, progress):
         moments.update(pool)
@@ -198,11 +224,16 @@ def reference_features(
     path = stats_path.with_suffix(".features.npy")
     if path.is_file():
         return ReferenceFeatures(np.load(path), path, computed=False)
-    parts = [
-        pool.cpu().numpy().astype(np.float32)
-        for pool in _real_features(dataset, indices, extractor, batch_size, num_workers, progress)
-    ]
-    features = np.concatenate(parts)
-    with atomic_write(path) as f:
-        np.save(f, features)
-    return ReferenceFeatures(features, path, computed=True)
+    with build_lock(path):  # as reference_statistics: one run computes, the others reuse
+        if path.is_file():
+            return ReferenceFeatures(np.load(path), path, computed=False)
+        parts = [
+            pool.cpu().numpy().astype(np.float32)
+            for pool in _real_features(
+                dataset, indices, extractor, batch_size, num_workers, progress
+            )
+        ]
+        features = np.concatenate(parts)
+        with atomic_write(path) as f:
+            np.save(f, features)
+        return ReferenceFeatures(features, path, computed=True)

@@ -12,13 +12,14 @@ import os
 import socket
 from pathlib import Path
 
+import torch
 import torch.hub
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
 INCEPTION_WEIGHTS_URL = URL_INCEPTION_V3
 INCEPTION_WEIGHTS_FILENAME = os.path.basename(URL_INCEPTION_V3)
 #: torch.hub's naming convention: the file name ends in a prefix of the file's sha256.
-_OFFICIAL_SHA256_PREFIX = INCEPTION_WEIGHTS_FILENAME.rsplit("-", 1)[1].split(".")[0]
+OFFICIAL_SHA256_PREFIX = INCEPTION_WEIGHTS_FILENAME.rsplit("-", 1)[1].split(".")[0]
 
 
 class InceptionWeightsNotFound(FileNotFoundError):
@@ -56,7 +57,7 @@ def resolve_inception_weights(path: str | os.PathLike | None, allow_download: bo
         socket.setdefaulttimeout(60)  # an offline machine fails fast instead of hanging
         try:
             torch.hub.download_url_to_file(
-                INCEPTION_WEIGHTS_URL, str(cached), hash_prefix=_OFFICIAL_SHA256_PREFIX
+                INCEPTION_WEIGHTS_URL, str(cached), hash_prefix=OFFICIAL_SHA256_PREFIX
             )
             return str(cached)
         except (OSError, RuntimeError) as err:  # URLError, timeouts, a hash mismatch
@@ -67,7 +68,9 @@ def resolve_inception_weights(path: str | os.PathLike | None, allow_download: bo
         f"Inception weights {INCEPTION_WEIGHTS_FILENAME} not found and {failure}. Either pass "
         f"eval.inception_weights=/path/to/{INCEPTION_WEIGHTS_FILENAME} "
         f"or place the file at {cached} (torch-fidelity's cache under TORCH_HOME). "
-        f"It is published at {INCEPTION_WEIGHTS_URL}."
+        f"It is published at {INCEPTION_WEIGHTS_URL}. On a cluster, fetch it once where the "
+        "internet is with python -m harness.prepare <this run's overrides>. To train "
+        "without IS/FID, pass eval=none."
     )
 
 
@@ -78,3 +81,30 @@ def weights_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
+
+
+class InvalidInceptionWeights(ValueError):
+    """A weights file that is not a state dict of tensors (truncated, garbage, pickled code)."""
+
+
+def is_official(sha256_16: str) -> bool:
+    """Whether a weights_sha256 matches the official file (its name carries a sha256 prefix)."""
+    return sha256_16.startswith(OFFICIAL_SHA256_PREFIX)
+
+
+def check_inception_weights(path: str | os.PathLike) -> str:
+    """Load the weights file now (start-up, not the first evaluation hours later) and return
+    its weights_sha256; InvalidInceptionWeights names the file when it is not a state dict."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise InvalidInceptionWeights(
+            f"eval.inception_weights: {path} does not load as a state dict "
+            f"({type(err).__name__}: {err}); it must be {INCEPTION_WEIGHTS_FILENAME}"
+        ) from err
+    if not (isinstance(state, dict) and state and all(torch.is_tensor(v) for v in state.values())):
+        raise InvalidInceptionWeights(
+            f"eval.inception_weights: {path} is not a state dict of tensors; "
+            f"it must be {INCEPTION_WEIGHTS_FILENAME}"
+        )
+    return weights_sha256(path)

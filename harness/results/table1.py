@@ -50,8 +50,8 @@ class Group:
     @property
     def se(self) -> float:
         """Standard error of the mean: sample standard deviation / sqrt(n); NaN for n < 2."""
-        if self.n < 2:
-            return math.nan
+        if self.n < 2 or not all(math.isfinite(v) for v in self.values.values()):
+            return math.nan  # statistics.stdev raises on nan/inf
         return statistics.stdev(self.values.values()) / math.sqrt(self.n)
 
 
@@ -170,6 +170,11 @@ def build_table(
                 if best_during_training
                 else last_value
             )
+            if not math.isfinite(value):  # a diverged run logs nan/inf: report, never average
+                table.problems.append(
+                    f"{run.label()}: {metric} is {value} ({table.value}), not counted: {run.path}"
+                )
+                continue
             values[(run.dataset, metric, run.norm, run.scale)][run.seed] = value
     table.groups = [Group(d, m, n, s, v) for (d, m, n, s), v in values.items()]
 

@@ -2,10 +2,12 @@
 
 G is rebuilt from the checkpoint's own resolved config and evaluated as periodic
 evaluation does (same latents, same cached real statistics), so evaluate.py reproduces
-the values logged during training. Each checkpoint's result goes to
+the values logged during training. Unreadable or invalid checkpoints are skipped with a
+warning. Each checkpoint's result goes to
 `<run_dir>/eval/<ckpt stem>.<metrics joined by +>[.gen<N>][.real<N>][.vs-<files>].json`
-(`.vs-`: scored against real=<folder or .npz> instead of the training set); a result
-already there with the same metrics, counts and extractor weights (sha256) is reused.
+(or `out_dir`; `.vs-`: scored against real=<folder or .npz> instead of the training set);
+a result already there with the same metrics, counts and extractor weights (sha256) is
+reused.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ class EvaluateConfig:
     # Where the real images are now; None = the run's dataset.root (with
     # real_dataset: $BSSN_DATA, else ./datasets, as train.py).
     dataset_root: str | None = None
+    # Where the result JSONs go; None = <run_dir>/eval (for a checkpoint outside a run's
+    # checkpoints/ folder: an eval/ folder beside it).
+    out_dir: str | None = None
     device: str = "auto"  # auto | cpu | cuda
     progress: bool = True
     threads: int | None = None  # CPU intra-op threads; None = auto (harness/threads.py)
@@ -68,7 +73,11 @@ def register_configs() -> None:
 
 
 def checkpoints_of(cfg: DictConfig) -> tuple[Path, list[Path]]:
-    """(run directory, checkpoints to evaluate, oldest first) from `run_dir` or `checkpoint`."""
+    """(results folder, checkpoints to evaluate, oldest first) from `run_dir` or `checkpoint`.
+
+    The results folder is `out_dir` if given, else the run's `eval/`: for a checkpoint in
+    `<run>/checkpoints/` that is `<run>/eval`, for any other file an `eval/` beside it.
+    """
     if (cfg.run_dir is None) == (cfg.checkpoint is None):
         raise ValueError(
             "give exactly one of run_dir=<run directory>, checkpoint=<file.pt> or "
@@ -80,22 +89,25 @@ def checkpoints_of(cfg: DictConfig) -> tuple[Path, list[Path]]:
                 f"{key}= applies to images= only; a run is scored against its own training "
                 "set, or against real=<folder or .npz>"
             )
+    out = Path(cfg.out_dir).expanduser() if cfg.out_dir else None
     if cfg.checkpoint is not None:
         path = Path(cfg.checkpoint).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint={cfg.checkpoint} is not a file")
-        return path.resolve().parent.parent, [path]
+        folder = path.resolve().parent
+        run_dir = folder.parent if folder.name == checkpoint.checkpoint_dir(".").name else folder
+        return out or run_dir / "eval", [path]
     run_dir = Path(cfg.run_dir).expanduser()
     found = checkpoint.list_checkpoints(run_dir)
     if not found:
         raise FileNotFoundError(
             f"no {checkpoint.checkpoint_dir(run_dir)}/ckpt_*.pt in run_dir={cfg.run_dir}"
         )
-    return run_dir, found
+    return out or run_dir / "eval", found
 
 
 def result_path(
-    run_dir: Path, ckpt: Path, eval_cfg: DictConfig, real: ImageFiles | None = None
+    results: Path, ckpt: Path, eval_cfg: DictConfig, real: ImageFiles | None = None
 ) -> Path:
     """The JSON file of one checkpoint's evaluation; reduced counts and real images other
     than the training set are part of the name."""
@@ -106,7 +118,7 @@ def result_path(
         name += f".real{eval_cfg.num_real}"
     if real is not None:
         name += f".vs-{real.name}"
-    return run_dir / "eval" / f"{name}.json"
+    return results / f"{name}.json"
 
 
 def _up_to_date(path: Path, eval_cfg: DictConfig, weights_hash: str) -> dict[str, Any] | None:
@@ -135,24 +147,36 @@ def _device(name: str) -> torch.device:
     )
 
 
-def _state(ckpt: Path, cfg: DictConfig) -> tuple[dict[str, Any], DataKey]:
-    """A checkpoint's state and its run's dataset (checked against the requested metrics)."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+def _data_of(state: dict[str, Any], cfg: DictConfig) -> DataKey:
+    """A checkpoint's run's dataset (checked against the requested metrics)."""
     data_cfg = state["config"]["dataset"]
     for name in cfg.eval.metrics:
         PROTOCOLS[name].check_dataset(data_cfg["name"])
     root = cfg.dataset_root or data_cfg["root"]
-    return state, DataKey(data_cfg["name"], root, data_cfg["resolution"])
+    return DataKey(data_cfg["name"], root, data_cfg["resolution"])
+
+
+def _load_valid(ckpt: Path, invalid: list[str]) -> dict[str, Any] | None:
+    """The checkpoint's state, or None (its error appended to `invalid`): as training does,
+    a truncated or foreign file is reported and skipped."""
+    try:
+        return checkpoint.load(ckpt)
+    except checkpoint.InvalidCheckpointError as err:
+        log.warning("skipped: %s", err)
+        invalid.append(str(err))
+        return None
 
 
 def evaluate_checkpoint(
+    state: dict[str, Any],
     ckpt: Path,
     cfg: DictConfig,
     device: torch.device,
     datasets: dict[tuple, ImageSet | ImageFiles],
 ) -> dict[str, Any]:
-    """compute_metrics of one checkpoint's G on its run's training set (or `cfg.real`)."""
-    state, data = _state(ckpt, cfg)
+    """compute_metrics of one (validated) checkpoint's G on its run's training set (or
+    `cfg.real`)."""
+    data = _data_of(state, cfg)
     saved = state["config"]
     data_cfg = saved["dataset"]
     if cfg.real is not None:
@@ -199,29 +223,40 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
         from .image_eval import evaluate_images
 
         return [evaluate_images(cfg)]
-    run_dir, ckpts = checkpoints_of(cfg)
+    results_dir, ckpts = checkpoints_of(cfg)
     inception = preflight(cfg.eval)
     uses_classifier = any(PROTOCOLS[name].extractor == CLASSIFIER for name in cfg.eval.metrics)
-    weights_hash = None if uses_classifier else weights_sha256(inception)
     device = _device(cfg.device)
-    rows = []
     datasets: dict[tuple, ImageSet | ImageFiles] = {}
+    rows, invalid = [], []
     real = None
     if cfg.real is not None:  # read (and hashed) once for every checkpoint
         real = datasets[("real", cfg.real)] = ImageFiles(cfg.real, key="real")
     for ckpt in ckpts:
-        path = result_path(run_dir, ckpt, cfg.eval, real)
+        path = result_path(results_dir, ckpt, cfg.eval, real)
+        state = None
         if uses_classifier:
             # The classifier is the checkpoint's dataset's: its identity needs that dataset.
-            state, data = _state(ckpt, cfg)
+            state = _load_valid(ckpt, invalid)
+            if state is None:
+                continue
             cache_dir = state["config"]["dataset"].get("cache_dir")
-            weights_hash = weights_identity(cfg.eval, inception, data, cache_dir)
+            weights_hash = weights_identity(cfg.eval, inception, _data_of(state, cfg), cache_dir)
+        else:
+            weights_hash = weights_sha256(inception)
         result = _up_to_date(path, cfg.eval, weights_hash)
         skipped = result is not None
         if not skipped:
-            result = evaluate_checkpoint(ckpt, cfg, device, datasets)
+            state = state or _load_valid(ckpt, invalid)
+            if state is None:
+                continue
+            result = evaluate_checkpoint(state, ckpt, cfg, device, datasets)
             write_json(path, result)
         rows.append({**result, "file": str(path), "skipped": skipped})
+    if not rows:
+        raise checkpoint.NoValidCheckpointError(
+            "no valid checkpoint to evaluate:\n  " + "\n  ".join(invalid)
+        )
     print(format_table(rows, list(cfg.eval.metrics)))
     return rows
 

@@ -82,6 +82,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile G and D (their fwd+bwd); slower on CPU, for GPUs
     # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune | ...
     compile_mode: str = "default"
+    # Checkpoints exist but none is valid: start from 0 (they are renamed *.invalid)
+    # instead of stopping with an error that names them.
+    start_over: bool = False
 
 
 @dataclass
@@ -152,6 +155,7 @@ RESUMABLE_CHANGES = (
     "train.vis_freq",
     "train.ckpt_freq",
     "train.keep_checkpoints",
+    "train.start_over",
     "train.device",
     "dataset.root",
     "dataset.download",

@@ -12,7 +12,6 @@ G is rebuilt without Hydra or the harness:
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,21 +66,9 @@ def save_export(export: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # Format-1 training checkpoints keep numpy/python RNG states, which weights_only
-        # refuses; only they are read with the full unpickler (as checkpoint.load_latest).
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(state, dict) or state.get("format") != 1:
-            raise
-        return state
-
-
 def _export_of_file(path: Path) -> dict[str, Any]:
-    try:
-        state = _read(path)
+    try:  # exports and training checkpoints both load with weights_only=True
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(
             f"{path} is neither a generator export nor a training checkpoint ({err})"
@@ -89,7 +76,7 @@ def _export_of_file(path: Path) -> dict[str, Any]:
     if isinstance(state, dict) and state.get("format") == EXPORT_FORMAT:
         return state
     if isinstance(state, dict) and {"G", "config", "step"} <= state.keys():
-        return export_of(state)
+        return export_of(checkpoint.validate(state, path))
     raise ValueError(
         f"{path} is neither a generator export ({EXPORT_FORMAT}) nor a training checkpoint"
     )

@@ -29,7 +29,9 @@ from models import build_models
 
 from . import checkpoint, diagnostics, distributed, losses, periodic_eval
 from .config import config_differences, to_container, validate
+from .run_lock import RunLock
 from .run_log import RunLog
+from .stop_signals import GracefulStop
 
 log = logging.getLogger(__name__)
 
@@ -206,15 +208,65 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         periodic_eval.preflight(cfg.eval, cfg.dataset)
     ctx = distributed.setup(cfg.train.device)
     try:
-        return _train(cfg, Path(run_dir), ctx)
+        # Rank 0 holds the run directory before writing anything in it (run_lock.py).
+        lock = RunLock(Path(run_dir)) if ctx.is_main else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            with GracefulStop() as stop:
+                return _train(cfg, Path(run_dir), ctx, stop)
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
         distributed.teardown(ctx)
 
 
-def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str, Any]:
+def _resume_point(
+    cfg: DictConfig, run_dir: Path, config: dict
+) -> tuple[dict[str, Any], Path] | None:
+    """The newest valid checkpoint, after removing temporary files of killed writes."""
+    checkpoint.remove_stale_temporaries(run_dir)
+    try:
+        loaded = checkpoint.load_latest(run_dir)
+    except checkpoint.NoValidCheckpointError:
+        if not cfg.train.start_over:
+            raise
+        moved = checkpoint.set_aside_invalid(run_dir)
+        log.warning("train.start_over=true: starting from 0; set aside %s", moved)
+        return None
+    if loaded is not None:
+        state, path = loaded
+        differences = config_differences(state["config"], config)
+        if differences:
+            raise ConfigMismatchError(
+                f"{path} was written by a run with another configuration; differing keys:\n  "
+                + "\n  ".join(differences)
+                + "\nUse another run_name (or out_dir) for this configuration, "
+                + f"or delete {run_dir}."
+            )
+    return loaded
+
+
+def _stop_requested(stop: GracefulStop, ctx: distributed.Context) -> bool:
+    """Whether any rank received a stop signal: all ranks stop at the same iteration."""
+    if not ctx.distributed:
+        return stop.received is not None
+    flag = torch.tensor([stop.received is not None], dtype=torch.int32, device=ctx.device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def _train(
+    cfg: DictConfig, run_dir: Path, ctx: distributed.Context, stop: GracefulStop
+) -> dict[str, Any]:
     config = to_container(cfg)
     t = cfg.train
-    cpu_threads = threads.configure(t.threads)  # None: fixed count, nothing to follow
+    # On the CPU the thread count changes float rounding, so it stays fixed for a run (and a
+    # resume keeps the count saved in its checkpoint: it continues identically); on a GPU
+    # the CPU threads only feed it and may follow the machine's load.
+    on_cpu = torch.device(ctx.device).type == "cpu"
+    cpu_threads = threads.configure(t.threads, follow_load=not on_cpu)
     d_part = _local(t.batch_size, ctx, "train.batch_size")
     g_batch = t.g_batch_size or t.batch_size
     g_part = _local(g_batch, ctx, "train.g_batch_size")
@@ -253,28 +305,29 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
         cfg.model.z_dim,
         generator=torch.Generator().manual_seed(cfg.seed + SAMPLE_SEED_OFFSET),
     ).to(ctx.device)
-    torch.manual_seed(cfg.seed + ctx.rank)  # each rank's own stream for anything else
+    checkpoint.seed_all(cfg.seed + ctx.rank)  # each rank's own streams for anything else
 
-    start, wandb_id = 0, None
-    loaded = checkpoint.load_latest(run_dir)
+    start, wandb_id, last_saved = 0, None, None
+    loaded = _resume_point(cfg, run_dir, config) if ctx.is_main else None
+    if ctx.distributed:  # the other ranks load the checkpoint rank 0 validated
+        shared = [loaded[1] if loaded else None]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        loaded = (
+            (checkpoint.load(shared[0]), shared[0]) if shared[0] and not ctx.is_main else loaded
+        )
     if loaded is not None:
         state, path = loaded
-        differences = config_differences(state["config"], config)
-        if differences:
-            raise ConfigMismatchError(
-                f"{path} was written by a run with another configuration; differing keys:\n  "
-                + "\n  ".join(differences)
-                + "\nUse another run_name (or out_dir) for this configuration, "
-                + f"or delete {run_dir}."
-            )
         g_raw.load_state_dict(state["G"])
         d_raw.load_state_dict(state["D"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         stream.load_state_dict(state["stream"])
-        checkpoint.set_rng_state(state["rng"], noise)
-        torch.manual_seed(cfg.seed + ctx.rank + state["step"])
-        start, wandb_id = state["step"], state.get("wandb_id")
+        checkpoint.set_rng_state(state["rng"], noise)  # rank 0's states (see the save)
+        if not ctx.is_main:
+            checkpoint.seed_all(cfg.seed + ctx.rank + state["step"])
+        start, wandb_id, last_saved = state["step"], state["wandb_id"], path
+        if on_cpu and threads.is_automatic(t.threads) and "cpu_threads" in state:
+            torch.set_num_threads(int(state["cpu_threads"]))
         if ctx.is_main:
             log.info("resuming %s from step %d (%s)", run_dir, start, path.name)
 
@@ -310,7 +363,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
             config,
             cfg.logger.wandb,
             cfg.logger.tensorboard,
-            resume_step=start if loaded else None,
+            resume_step=start,  # from 0: an earlier attempt's lines are dropped
             wandb_id=wandb_id,
         )
     if ctx.is_main:
@@ -328,6 +381,36 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
     gp_weight = cfg.loss.gp_weight if cfg.loss.name == "wgan_gp" else 0.0  # hinge: no penalty
     bad = torch.zeros((), dtype=torch.bool, device=ctx.device)  # any non-finite loss, no sync
     last_good = start
+
+    def save(step: int) -> Path:
+        bad_weights = checkpoint.non_finite_tensors(
+            {"G": g_raw.state_dict(), "D": d_raw.state_dict()}
+        )
+        if bad_weights:
+            raise NonFiniteLossError(
+                f"weights became NaN/Inf by iteration {step} ({', '.join(bad_weights[:3])}); "
+                f"nothing was saved, and the last good checkpoint is {last_saved or 'none'}"
+            )
+        return checkpoint.save_checkpoint(
+            run_dir,
+            step,
+            {
+                "step": step,
+                "G": g_raw.state_dict(),
+                "D": d_raw.state_dict(),
+                "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(),
+                "stream": stream.state_dict(),
+                # Rank 0's states: every step's draws come from `noise`, equal on all ranks.
+                "rng": checkpoint.rng_state(noise),
+                "config": config,
+                "wandb_id": run_log.wandb_id,
+                "format": checkpoint.FORMAT,
+                "cpu_threads": torch.get_num_threads(),
+            },
+            t.keep_checkpoints,
+        )
+
     tick, tick_step = time.perf_counter(), start
     for it in range(start, t.iterations):
         for _ in range(t.n_dis):
@@ -350,11 +433,10 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
         evaluating_now = cfg.eval.every and (step % cfg.eval.every == 0 or step == t.iterations)
         if logging_now or analysis_now or saving_now or evaluating_now:
             if bad.item():
-                kept = checkpoint.list_checkpoints(run_dir)
                 raise NonFiniteLossError(
                     f"a loss became NaN/Inf between iterations {last_good} and {step}; the run "
                     "stopped without saving, and the last good checkpoint is "
-                    + (str(kept[-1]) if kept else "none (no checkpoint was written yet)")
+                    + (str(last_saved) if last_saved else "none (no checkpoint was written yet)")
                 )
             last_good = step
         if (logging_now or analysis_now) and run_log is not None:
@@ -389,24 +471,21 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict[str
             # in the process group's timeout (NCCL: 10 minutes by default).
             distributed.barrier(ctx)
         if saving_now and ctx.is_main:
-            checkpoint.save_checkpoint(
-                run_dir,
-                step,
-                {
-                    "step": step,
-                    "G": g_raw.state_dict(),
-                    "D": d_raw.state_dict(),
-                    "opt_g": opt_g.state_dict(),
-                    "opt_d": opt_d.state_dict(),
-                    "stream": stream.state_dict(),
-                    # Rank 0's states: every step's draws come from `noise`, equal on all ranks.
-                    "rng": checkpoint.rng_state(noise),
-                    "config": config,
-                    "wandb_id": run_log.wandb_id,
-                    "format": checkpoint.FORMAT,
-                },
-                t.keep_checkpoints,
-            )
+            last_saved = save(step)
+        if _stop_requested(stop, ctx):
+            if ctx.is_main and not saving_now:
+                if bad.item():  # never save a diverged state, even when asked to stop
+                    raise NonFiniteLossError(
+                        f"a loss became NaN/Inf after iteration {last_good}; stopping without "
+                        f"saving; the last good checkpoint is {last_saved or 'none'}"
+                    )
+                last_saved = save(step)
+            distributed.barrier(ctx)
+            bar.close()
+            if run_log is not None:
+                run_log.close()
+            log.info("stopped at iteration %d; %s", step, last_saved)
+            stop.finish()
     bar.close()
     summary = {"step": t.iterations, "resumed_from": start, "run_dir": str(run_dir)}
     if run_log is not None:

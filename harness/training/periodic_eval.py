@@ -40,9 +40,12 @@ from data import ImageSet, load_dataset
 from data.stream import cache_root
 from harness.atomic import atomic_write
 from harness.metrics import (
+    INCEPTION_WEIGHTS_FILENAME,
     PROTOCOLS,
+    check_inception_weights,
     compute_metrics,
     get_protocol,
+    is_official,
     resolve_inception_weights,
     weights_sha256,
 )
@@ -91,9 +94,10 @@ def preflight(eval_cfg: DictConfig, dataset_cfg: DictConfig | None = None) -> st
     weights' path (None when no Inception metric is requested).
 
     Raises InceptionWeightsNotFound (naming eval.inception_weights and torch-fidelity's
-    cache path) instead of failing at the first evaluation, hours into training. With
-    `dataset_cfg`, the classifier metrics' dataset is checked and their classifier found,
-    or trained now (scripts.train_classifier) rather than at the first evaluation.
+    cache path), or InvalidInceptionWeights for a file that does not load, instead of
+    failing at the first evaluation, hours into training. With `dataset_cfg`, the
+    classifier metrics' dataset is checked and their classifier found, or trained now
+    (scripts.train_classifier) rather than at the first evaluation.
     """
     check_counts(eval_cfg)
     if dataset_cfg is not None and CLASSIFIER in _extractors(eval_cfg):
@@ -105,9 +109,19 @@ def preflight(eval_cfg: DictConfig, dataset_cfg: DictConfig | None = None) -> st
         )  # fmt: skip
     if INCEPTION not in _extractors(eval_cfg):
         return None
-    return resolve_inception_weights(
+    path = resolve_inception_weights(
         eval_cfg.inception_weights, allow_download=eval_cfg.download_weights
     )
+    sha256 = check_inception_weights(path)  # a garbage file fails now, naming itself
+    if not is_official(sha256):
+        log.warning(
+            "Inception weights %s (sha256 %s) are not the official %s: IS/FID will not be "
+            "comparable with published values (recorded in every result's protocol)",
+            path,
+            sha256,
+            INCEPTION_WEIGHTS_FILENAME,
+        )
+    return path
 
 
 def classifier_weights_for(

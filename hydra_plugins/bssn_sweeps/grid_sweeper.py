@@ -13,10 +13,11 @@ and bssn sweep their dataset's list of scales. A preset lists one product per fa
 A command-line override replaces that key in every grid (``seed=0`` runs seed 0 only).
 Without grids the sweep is ``params`` times the command line, as with Hydra's basic
 sweeper. Every job is composed and validated before anything is launched, so a bad value
-fails at once, not on the cluster. Jobs that resolve to the same run directory are launched
-once, and runs whose newest checkpoint is at ``train.iterations`` are left out
-(``skip_finished``); the others start or resume. ``dry_run=true`` lists the jobs and their
-status and launches nothing.
+fails at once, not on the cluster. Jobs with equal configs are launched once; jobs whose
+configs differ but resolve to one run directory stop the sweep before anything is
+launched, naming them (a run's identity is its whole config). Runs whose newest
+checkpoint is at ``train.iterations`` are left out (``skip_finished``); the others start
+or resume. ``dry_run=true`` lists the jobs and their status and launches nothing.
 
 This package sits at the repository root (beside ``data`` and ``models``): Hydra finds it
 when ``train.py`` runs from the checkout, as its namespace package ``hydra_plugins``.
@@ -134,6 +135,8 @@ class GridSweeper(Sweeper):
         assert self.hydra_context is not None and self.config is not None
         loader = self.hydra_context.config_loader
         planned: dict[Path, PlannedJob] = {}
+        resolved: dict[Path, dict] = {}  # run dir -> its job's whole config
+        collisions: list[str] = []
         for overrides in expand(self.params, self.grids, arguments, loader):
             cfg = loader.load_sweep_config(self.config, overrides)
             run_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
@@ -144,13 +147,31 @@ class GridSweeper(Sweeper):
                 validate(task_cfg)
             except ValueError as err:
                 raise ValueError(f"sweep job {' '.join(overrides)}: {err}") from err
+            config = OmegaConf.to_container(task_cfg, resolve=True)
             if run_dir in planned:
-                log.info(
-                    "same run directory as an earlier job, launched once: %s", " ".join(overrides)
+                # A run's identity is its whole config: equal configs are one run, anything
+                # else would mix two runs' checkpoints and logs in one directory.
+                differing = _differences(resolved[run_dir], config)
+                if not differing:
+                    log.info(
+                        "same config as an earlier job, launched once: %s", " ".join(overrides)
+                    )
+                    continue
+                collisions.append(
+                    f"  {run_dir}: [{' '.join(planned[run_dir].overrides)}] and "
+                    f"[{' '.join(overrides)}] differ in {', '.join(differing)}"
                 )
                 continue
+            resolved[run_dir] = config
             planned[run_dir] = PlannedJob(
                 tuple(overrides), run_dir, int(cfg.train.iterations), latest_step(run_dir)
+            )
+        if collisions:
+            raise ValueError(
+                "sweep jobs with different configs share a run directory; nothing was "
+                "launched:\n" + "\n".join(collisions) + "\nPut the differing keys in "
+                "run_name (e.g. 'run_name=${dataset.name}-${norm.mode}-lrd${optim.lr_d}') "
+                "or give each job its own out_dir."
             )
         return list(planned.values())
 
@@ -179,3 +200,14 @@ class GridSweeper(Sweeper):
         for result in results:
             _ = result.return_value  # raises the job's exception, as Hydra's basic sweeper does
         return [results]
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            d
+            for key in sorted(set(a) | set(b))
+            for d in _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        ]
+    return [] if a == b else [prefix.rstrip(".")]
