@@ -279,7 +279,7 @@ def test_evaluate_skips_unreadable_checkpoints(tmp_path, monkeypatch, caplog) ->
     def fake(state, ckpt_path, cfg, device, datasets):
         evaluated.append(ckpt_path.name)
         return {"checkpoint": str(ckpt_path), "step": state["step"],
-                "is50k": {"mean": 1.0, "std": 0.0}, "protocol": {}}  # fmt: skip
+                "is50k": {"mean": 1.0, "std": 0.0, "reduced": False}, "protocol": {}}  # fmt: skip
 
     monkeypatch.setattr(checkpoint_eval, "evaluate_checkpoint", fake)
     checkpoint.save_checkpoint(tmp_path, 1, tiny_state(1), keep=3)
