@@ -11,6 +11,8 @@ Composes the runs' config as train.py does (same overrides), then, printing each
    sha256, and
 4. the FID reference statistics of every FID metric in ``eval.metrics``, cached under
    ``<root>/.bssn_cache/inception/`` (the runs' first evaluation would compute them).
+   The repo's classifier metrics (docs/metrics.md) instead get their classifier (found,
+   or trained: harness/metrics/classifier_train.py) and their test-split statistics.
 
 Afterwards runs with ``dataset.download=false eval.download_weights=false`` (the cluster
 setting) never touch the network, and a missing piece stops them at start-up. Each cache
@@ -63,7 +65,13 @@ def prepare(
     if not cfg.eval.every:
         say("[inception] skipped: this config does not evaluate (eval.every=0)")
     else:
-        _prepare_eval(cfg, images, device, allow_other_weights, say)
+        from harness.metrics.protocols import CLASSIFIER, INCEPTION, get_protocol
+
+        extractors = {get_protocol(name).extractor for name in cfg.eval.metrics}
+        if INCEPTION in extractors:
+            _prepare_eval(cfg, images, device, allow_other_weights, say)
+        if CLASSIFIER in extractors:
+            _prepare_classifier(cfg, images, say)
     say(
         "done: runs of this config can start offline with "
         "dataset.download=false eval.download_weights=false"
@@ -72,6 +80,7 @@ def prepare(
 
 def _prepare_eval(cfg, images, device: str, allow_other_weights: bool, say) -> None:
     from harness.metrics import get_protocol, load_inception, reference_statistics, weights_sha256
+    from harness.metrics.protocols import INCEPTION
     from harness.metrics.weights import OFFICIAL_SHA256_PREFIX, resolve_inception_weights
     from harness.training.periodic_eval import check_counts, reference_cache_dir
 
@@ -89,7 +98,11 @@ def _prepare_eval(cfg, images, device: str, allow_other_weights: bool, say) -> N
         say(f"[inception] WARNING: {message}")
     say(f"[inception] weights {weights} (sha256 {digest}...)")
 
-    fids = [get_protocol(name) for name in e.metrics if get_protocol(name).kind == "fid"]
+    fids = [
+        p
+        for p in map(get_protocol, e.metrics)
+        if p.kind == "fid" and p.extractor == INCEPTION and p.real_split == "train"
+    ]
     if not fids:
         return
     auto = "cuda" if torch.cuda.is_available() else "cpu"
@@ -105,6 +118,46 @@ def _prepare_eval(cfg, images, device: str, allow_other_weights: bool, say) -> N
             seed=0,  # compute_metrics' default: the runs' real subset
             batch_size=e.batch_size,
             num_workers=cfg.dataset.num_workers,
+        )
+        state = "computed" if stats.computed else "already cached"
+        say(f"[reference stats] {p.name}: {stats.path} ({stats.num_images} images, {state})")
+
+
+def _prepare_classifier(cfg, images, say) -> None:
+    """The classifier metrics' classifier and the Frechet statistics of their real split."""
+    from harness.metrics.extractor import load_extractor
+    from harness.metrics.protocols import CLASSIFIER, get_protocol
+    from harness.metrics.reference_stats import reference_statistics
+    from harness.metrics.weights import weights_sha256
+    from harness.training.periodic_eval import (
+        DataKey,
+        classifier_weights_for,
+        preflight,
+        reference_cache_dir,
+        test_split_for,
+    )
+
+    e, d = cfg.eval, cfg.dataset
+    preflight(e, d)  # checks the dataset; trains the classifier if missing
+    data = DataKey(images.name, images.root, images.resolution)
+    weights = classifier_weights_for(e, data, d.cache_dir)
+    digest = weights_sha256(weights)
+    say(f"[classifier] weights {weights} (sha256 {digest})")
+    extractor = load_extractor(CLASSIFIER, weights, "cpu")
+    splits = {"train": images, "test": test_split_for(e, data)}
+    for p in map(get_protocol, e.metrics):
+        if p.extractor != CLASSIFIER or p.kind != "fid":
+            continue
+        stats = reference_statistics(
+            splits[p.real_split],
+            p.count("real", e.num_real, "eval.num_real"),
+            extractor=extractor,
+            weights_hash=digest,
+            cache_dir=reference_cache_dir(images.root, d.cache_dir),
+            seed=0,  # compute_metrics' default: the runs' real subset
+            batch_size=e.batch_size,
+            num_workers=d.num_workers,
+            extractor_name=CLASSIFIER,
         )
         state = "computed" if stats.computed else "already cached"
         say(f"[reference stats] {p.name}: {stats.path} ({stats.num_images} images, {state})")

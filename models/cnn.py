@@ -18,6 +18,11 @@ _D_CONVS = ((3, 1, 64), (4, 2, 64), (3, 1, 128), (4, 2, 128), (3, 1, 256), (4, 2
 _G_CHANNELS = (512, 256, 128, 64)
 
 
+def _scaled(channels: int, width: float) -> int:
+    """A channel count times `width` (the paper's network is width 1), at least 1."""
+    return max(1, round(channels * width))
+
+
 def init_dcgan_discriminator_(d: nn.Module) -> None:
     """Reference init for D: conv weights N(0, 0.02^2) truncated at +-2 std (TF's
     ``truncated_normal_initializer``), linear weights N(0, 0.02^2), biases 0."""
@@ -45,30 +50,34 @@ class CNNGenerator(nn.Module):
 
     linear -> BN -> ReLU -> reshape [512, bw, bw]; three 4x4 stride-2 transposed convs to
     256, 128, 64 channels (each BN + ReLU); 3x3 stride-1 transposed conv to ``channels``;
-    tanh. The first BN acts on the flat linear output (one scale/shift per feature), as
-    the reference applies it before the reshape.
+    tanh. Channel counts are times ``width`` (1 in the paper). The first BN acts on the flat
+    linear output (one scale/shift per feature), as the reference applies it before the
+    reshape.
     """
 
     output_range = (-1.0, 1.0)
 
-    def __init__(self, z_dim: int = 128, bottom_width: int = 4, channels: int = 3) -> None:
+    def __init__(
+        self, z_dim: int = 128, bottom_width: int = 4, channels: int = 3, width: float = 1.0
+    ) -> None:
         super().__init__()
         self.z_dim = z_dim
         self.bottom_width = bottom_width
-        n_flat = bottom_width * bottom_width * _G_CHANNELS[0]
+        widths = [_scaled(c, width) for c in _G_CHANNELS]
+        n_flat = bottom_width * bottom_width * widths[0]
         layers: list[nn.Module] = [
             nn.Linear(z_dim, n_flat),
             nn.BatchNorm1d(n_flat),
             nn.ReLU(),
-            nn.Unflatten(1, (_G_CHANNELS[0], bottom_width, bottom_width)),
+            nn.Unflatten(1, (widths[0], bottom_width, bottom_width)),
         ]
-        for c_in, c_out in zip(_G_CHANNELS[:-1], _G_CHANNELS[1:], strict=True):
+        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
             layers += [
                 nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1),
                 nn.BatchNorm2d(c_out),
                 nn.ReLU(),
             ]
-        layers += [nn.ConvTranspose2d(_G_CHANNELS[-1], channels, 3, stride=1, padding=1), nn.Tanh()]
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 3, stride=1, padding=1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         init_dcgan_generator_(self)
 
@@ -80,12 +89,17 @@ class CNNDiscriminator(nn.Module):
     """docs/architectures.md CNN discriminator: image [B, channels, R, R] -> logits [B].
 
     Seven convs (3x3 s1 64, 4x4 s2 64, 3x3 s1 128, 4x4 s2 128, 3x3 s1 256, 4x4 s2 256,
-    3x3 s1 512), each followed by leaky ReLU, then flatten and a linear layer to 1. All
+    3x3 s1 512; times ``width``, which is 1 in the paper), each followed by leaky ReLU, then
+    flatten and a linear layer to 1. All
     layers have biases; there are no normalization layers (bssn normalizes D's weights).
     """
 
     def __init__(
-        self, resolution: int = 32, channels: int = 3, negative_slope: float = 0.1
+        self,
+        resolution: int = 32,
+        channels: int = 3,
+        negative_slope: float = 0.1,
+        width: float = 1.0,
     ) -> None:
         super().__init__()
         if resolution % 8 or resolution < 16:
@@ -97,7 +111,7 @@ class CNNDiscriminator(nn.Module):
         self.negative_slope = negative_slope
         layers: list[nn.Module] = []
         c_in = channels
-        for k, s, c_out in _D_CONVS:
+        for k, s, c_out in ((k, s, _scaled(c, width)) for k, s, c in _D_CONVS):
             layers += [nn.Conv2d(c_in, c_out, k, stride=s, padding=1), nn.LeakyReLU(negative_slope)]
             c_in = c_out
         self.features = nn.Sequential(*layers)

@@ -332,6 +332,7 @@ def test_real_tiny_run_logs_analysis_and_gets_its_figures(tmp_path: Path) -> Non
         f"dataset.root={tmp_path / 'data'}",
         "dataset.download=false",
         "dataset.resolution=28",
+        "model.width=1.0",  # TINY's quickstart narrows the cnn; dcgan_mnist takes only 1
         "norm=sn",
         "norm.layer_scales_geomean=1.0",
         "train.iterations=2",

@@ -90,6 +90,16 @@ def test_command_line_beats_dataset_and_presets() -> None:
                 c.dataset.name == "shapes"
                 and c.eval.every == 0
                 and c.logger.wandb.mode == "disabled"
+                and c.model.width == 0.25
+            ),
+        ),
+        (
+            "mnist_table",
+            lambda c: (
+                c.dataset.name == "mnist"
+                and list(c.eval.metrics) == ["fd_mnist10k_test", "cs_mnist10k"]
+                and c.eval.every > 0
+                and c.model.width == 1.0
             ),
         ),
     ],

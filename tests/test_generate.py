@@ -208,7 +208,7 @@ def test_export_loads_with_weights_only_without_hydra(mnist_run, tmp_path) -> No
     content = torch.load(export, weights_only=True)
     assert content["format"] == EXPORT_FORMAT and content["step"] == 4
     assert content["config"] == {"name": "dcgan_mnist", "resolution": 28, "channels": 1,
-                                 "z_dim": 128}  # fmt: skip
+                                 "z_dim": 128, "width": 1.0}  # fmt: skip
 
     subprocess.run(
         [sys.executable, "-c", HYDRA_FREE_LOAD, str(export), str(tmp_path / "out.pt")],

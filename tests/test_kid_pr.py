@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import calculate_precision_recall_full
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 import harness.metrics.compute as metrics_compute
 from harness.metrics import PROTOCOLS, compute_metrics, get_protocol, load_inception
@@ -26,7 +27,9 @@ def test_protocols_fix_their_settings() -> None:
         "kid", 50_000, None, 100, 1000
     )  # fmt: skip
     assert (pr.kind, pr.num_gen, pr.num_real, pr.neighborhood) == ("pr", 50_000, None, 3)
-    assert {p.extractor for p in PROTOCOLS.values()} == {"inception-v3-compat"}
+    assert kid.extractor == pr.extractor == "inception-v3-compat"
+    # Every protocol names an extractor torch-fidelity knows (the classifier's is registered).
+    assert {p.extractor for p in PROTOCOLS.values()} <= set(FEATURE_EXTRACTORS_REGISTRY)
     with pytest.raises(ValueError, match=r"num_gen=3 is not allowed for pr50k3_full.*4\.\.50000"):
         pr.count("gen", 3, "num_gen")
 

@@ -3,6 +3,7 @@ reference-statistics cache and an end-to-end run on Inception weights of random 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -217,6 +218,33 @@ def _never_called(n: int) -> torch.Tensor:
     raise AssertionError("no image should be generated")
 
 
+def test_every_logit_protocol_has_a_head_of_its_own_extractor():
+    logit_kinds = ("is", "confident")
+    for p in PROTOCOLS.values():
+        if p.kind in logit_kinds:
+            assert IS_HEADS[p.head].extractor == p.extractor, p.name
+    # A head of another extractor, or none, fails before any weights or image.
+    wrong = dataclasses.replace(PROTOCOLS["cs_mnist10k"], name="cs_wrong", head="tfgan")
+    orphan = dataclasses.replace(PROTOCOLS["is50k"], name="is_orphan", head=None)
+    for bad, message in ((wrong, r"cs_wrong: head 'tfgan'.*allowed: classifier"),
+                         (orphan, r"is_orphan: head None.*allowed: tfgan, openai")):  # fmt: skip
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setitem(PROTOCOLS, bad.name, bad)
+            with pytest.raises(ValueError, match=message):
+                compute_metrics(
+                    [bad.name], _never_called, (-1, 1), None,
+                    weights_path=None, device="cpu", cache_dir=".",
+                )  # fmt: skip
+    with pytest.raises(ValueError, match=r"unknown IS head 'tf'; allowed: tfgan, openai"):
+        extract_generated(
+            _never_called, (-1, 1), None, stats_at=[], num_logits=4, batch_size=4, heads=["tf"]
+        )
+    with pytest.raises(ValueError, match=r"num_logits=4 needs the heads"):
+        extract_generated(
+            _never_called, (-1, 1), None, stats_at=[], num_logits=4, batch_size=4, heads=[]
+        )
+
+
 def test_overrides_only_scale_down():
     with pytest.raises(ValueError, match="num_gen_override"):
         compute_metrics(
@@ -268,6 +296,8 @@ def test_missing_weights_offline_names_both_options(tmp_path, monkeypatch):
 
 class StandInExtractor(torch.nn.Module):
     """Same interface as the Inception extractor, cheap features (mean colour, contrast)."""
+
+    features_list = ("2048", "logits_unbiased", "logits")
 
     def __init__(self) -> None:
         super().__init__()

@@ -282,3 +282,22 @@ def test_registry_errors(name: str, resolution: int, message: str) -> None:
     with pytest.raises(ValueError, match=message) as info:
         build_models(name, resolution, 3)
     assert str(resolution) in str(info.value) or name in str(info.value)
+
+
+def test_cnn_width_scales_every_channel_count() -> None:
+    g, d = build_models("cnn", 24, 3, width=0.25)
+    d_convs = [m.out_channels for m in d.modules() if isinstance(m, nn.Conv2d)]
+    assert d_convs == [16, 16, 32, 32, 64, 64, 128]
+    g_convs = [m.out_channels for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert g_convs == [64, 32, 16, 3]
+    assert g(torch.randn(2, 128)).shape == (2, 3, 24, 24) and d(
+        torch.zeros(2, 3, 24, 24)
+    ).shape == (2,)
+    full = sum(p.numel() for p in build_models("cnn", 24, 3)[1].parameters())
+    assert sum(p.numel() for p in d.parameters()) < full / 10
+
+
+@pytest.mark.parametrize(("name", "width"), [("cnn", 0.0), ("cnn", -1.0), ("dcgan_mnist", 0.5)])
+def test_bad_width_names_the_value(name: str, width: float) -> None:
+    with pytest.raises(ValueError, match=f"width.*{width}|{width}.*width"):
+        build_models(name, 28 if name == "dcgan_mnist" else 24, 1, width=width)

@@ -1,6 +1,8 @@
-"""IS and FID by protocol name, on torch-fidelity's inception-v3-compat (docs/metrics.md)."""
+"""IS and FID by protocol name, on torch-fidelity's inception-v3-compat, and the repo's own
+classifier metrics (harness/metrics/classifier.py) through the same code (docs/metrics.md)."""
 
-from harness.metrics.compute import compute_metrics
+from harness.metrics.classifier import CLASSIFIER_EXTRACTOR, ClassifierNotFound
+from harness.metrics.compute import compute_metrics, confident_fraction
 from harness.metrics.extractor import NonFiniteImagesError, load_inception, to_uint8
 from harness.metrics.frechet import FeatureMoments, frechet_distance
 from harness.metrics.inception_score import inception_score
@@ -22,6 +24,9 @@ from harness.metrics.weights import (
 )
 
 __all__ = [
+    "CLASSIFIER_EXTRACTOR",
+    "ClassifierNotFound",
+    "confident_fraction",
     "INCEPTION_WEIGHTS_FILENAME",
     "PROTOCOLS",
     "FeatureMoments",

@@ -8,6 +8,9 @@ Two classifier heads are in use with the same 2015-12-05 Inception weights
   input), of which the reference keeps the first 1000 of the 1008 classes;
 - ``openai``, the original Inception Score code and torch-fidelity's default
   (``is50k_openai``): pool3 times the final weights without the bias, all 1008 classes.
+
+The repo's classifier (classifier.py) has one logits output, read whole by its one head,
+``classifier`` (cs_mnist10k, confident_shapes2k; docs/metrics.md "Classifier metrics").
 """
 
 from __future__ import annotations
@@ -17,21 +20,32 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.special
 
+from harness.metrics.protocols import CLASSIFIER, INCEPTION
+
 
 @dataclass(frozen=True)
 class ISHead:
-    """Which torch-fidelity output an IS head reads, and how many leading classes."""
+    """Which output of which torch-fidelity extractor an IS head reads, and how many
+    leading classes."""
 
-    feature: str  # "logits" (with the final bias) or "logits_unbiased"
-    classes: int | None  # the first `classes` columns; None for all 1008
+    extractor: str  # protocols.INCEPTION or protocols.CLASSIFIER
+    feature: str  # Inception's "logits" (with the final bias) or "logits_unbiased"; the
+    # classifier's "logits"
+    classes: int | None  # the first `classes` columns; None for all
 
     def select(self, logits: np.ndarray) -> np.ndarray:
         return logits if self.classes is None else logits[:, : self.classes]
 
+    def describe(self) -> str:
+        return (
+            f"{self.feature}, " + (f"first {self.classes}" if self.classes else "all") + " classes"
+        )
+
 
 IS_HEADS: dict[str, ISHead] = {
-    "tfgan": ISHead("logits", 1000),
-    "openai": ISHead("logits_unbiased", None),
+    "tfgan": ISHead(INCEPTION, "logits", 1000),
+    "openai": ISHead(INCEPTION, "logits_unbiased", 1008),  # all of Inception's classes
+    "classifier": ISHead(CLASSIFIER, "logits", None),
 }
 
 

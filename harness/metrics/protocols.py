@@ -1,7 +1,8 @@
 """Metrics named by protocol (docs/metrics.md), after stylegan2-ada-pytorch's metric registry.
 
 A protocol name fixes every count that changes a metric's value, so numbers logged under
-the same name are comparable across runs and with the paper.
+the same name are comparable across runs and with the paper. It also names the feature
+extractor (by its torch-fidelity name) and the split the real images come from.
 """
 
 from __future__ import annotations
@@ -9,30 +10,42 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-#: The one feature extractor the built-in protocols use (harness.metrics.extractor).
+#: torch-fidelity's port of the TF Inception graph the reference code used (extractor.py).
 INCEPTION = "inception-v3-compat"
+#: The repo's own classifier of a dataset, registered with torch-fidelity (classifier.py).
+CLASSIFIER = "bssn-classifier"
 
-Kind = Literal["is", "fid", "kid", "pr"]
+Kind = Literal["is", "fid", "kid", "pr", "confident"]
 #: Kinds compared against real images; kid and pr also need every feature, not moments.
 REAL_KINDS = ("fid", "kid", "pr")
 FEATURE_KINDS = ("kid", "pr")
+#: Kinds computed from the extractor's logits.
+LOGIT_KINDS = ("is", "confident")
+#: A "confident" protocol counts images whose top softmax probability is at least this.
+CONFIDENCE = 0.9
 
 
 @dataclass(frozen=True)
 class MetricProtocol:
     """One metric protocol.
 
-    kind: "is" (Inception Score), "fid" (Frechet Inception Distance), "kid" (Kernel
-        Inception Distance) or "pr" (precision and recall).
+    kind: "is" (Inception Score, or the same score on another extractor's logits), "fid"
+        (Frechet distance of the extractor's features), "kid" (Kernel Inception Distance),
+        "pr" (precision and recall) or "confident" (the fraction of generated images whose
+        top softmax probability is at least CONFIDENCE).
     num_gen: generated images.
-    num_real: real training images drawn once at random with a fixed seed, or None for the
-        whole training set (fid, kid, pr).
+    num_real: real images drawn once at random with a fixed seed, or None for the whole
+        split (fid, kid, pr).
     splits: IS splits (IS only).
-    head: the classifier head of inception_score.IS_HEADS (IS only).
+    head: the head of inception_score.IS_HEADS that reads the extractor's logits (is and
+        confident only): "tfgan" or "openai" for Inception, "classifier" for CLASSIFIER.
     subsets, subset_size: KID's random subsets and their size (KID only); with fewer
         images (reduced counts) the subsets take them all, as stylegan2-ada-pytorch does.
     neighborhood: the k of the k-NN radius of precision/recall (pr only).
-    extractor: the torch-fidelity feature extractor the features come from.
+    extractor: the torch-fidelity feature extractor the features come from: INCEPTION or
+        CLASSIFIER (the classifier of `dataset`).
+    real_split: the split the real images come from ("train" or "test").
+    dataset: the only dataset the protocol applies to (a classifier's classes), or None.
     """
 
     name: str
@@ -45,6 +58,8 @@ class MetricProtocol:
     subset_size: int | None = None
     neighborhood: int | None = None
     extractor: str = INCEPTION
+    real_split: Literal["train", "test"] = "train"
+    dataset: str | None = None
 
     @property
     def needs_real(self) -> bool:
@@ -62,7 +77,15 @@ class MetricProtocol:
         """The scalars that rank evaluations, each with its better direction."""
         if self.kind == "pr":
             return {f"{self.name}_precision": "max", f"{self.name}_recall": "max"}
-        return {self.name: "max" if self.kind == "is" else "min"}
+        return {self.name: "max" if self.kind in LOGIT_KINDS else "min"}
+
+    def check_dataset(self, dataset: str) -> None:
+        """ValueError naming the protocol and its dataset if `dataset` is not it."""
+        if self.dataset is not None and dataset != self.dataset:
+            raise ValueError(
+                f"metric {self.name} is for dataset={self.dataset} (its classifier's classes), "
+                f"not dataset={dataset}"
+            )
 
     def count(self, which: Literal["gen", "real"], override: int | None, key: str) -> int | None:
         """The generated or real count to use: the protocol's, or ``override`` (named ``key``
@@ -96,7 +119,48 @@ PROTOCOLS: dict[str, MetricProtocol] = {
         # 100 subsets of 1000 and a cubic polynomial kernel; precision/recall with k = 3.
         MetricProtocol("kid50k_full", "kid", num_gen=50_000, subsets=100, subset_size=1000),
         MetricProtocol("pr50k3_full", "pr", num_gen=50_000, neighborhood=3),
-    )
+        # The repo's own metrics, not the paper's (docs/metrics.md: "Classifier metrics"):
+        # a small classifier of the dataset as the feature extractor, real images from the
+        # test split. MNIST: 10k generated against the 10k test images, and the IS formula
+        # on the classifier's 10 classes (at most 10).
+        MetricProtocol(
+            "fd_mnist10k_test",
+            "fid",
+            num_gen=10_000,
+            num_real=None,
+            extractor=CLASSIFIER,
+            real_split="test",
+            dataset="mnist",
+        ),
+        MetricProtocol(
+            "cs_mnist10k",
+            "is",
+            num_gen=10_000,
+            splits=10,
+            head="classifier",
+            extractor=CLASSIFIER,
+            dataset="mnist",
+        ),
+        # Shapes (the quick start): 2k generated against the 10k test shapes, and the
+        # fraction of generated images labelled circle, square or triangle confidently.
+        MetricProtocol(
+            "fd_shapes2k_test",
+            "fid",
+            num_gen=2_000,
+            num_real=None,
+            extractor=CLASSIFIER,
+            real_split="test",
+            dataset="shapes",
+        ),
+        MetricProtocol(
+            "confident_shapes2k",
+            "confident",
+            num_gen=2_000,
+            head="classifier",
+            extractor=CLASSIFIER,
+            dataset="shapes",
+        ),
+    )  # fmt: skip
 }
 
 

@@ -4,7 +4,8 @@ The real images come from a torch Dataset whose items are uint8 [C, H, W] tensor
 at training resolution (resized/cropped as in training) and which has attributes `name`
 and `resolution`. The subset is drawn once with numpy's Generator(seed).choice without
 replacement. The cache file name holds everything that changes the statistics: dataset
-name, resolution, dataset size, sample count (or 'full'), seed and the weights' sha256.
+name (and split when not the training split), resolution, dataset size, sample count
+(or 'full'), seed, the extractor and its weights' sha256.
 """
 
 from __future__ import annotations
@@ -18,17 +19,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
-from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from tqdm import tqdm
 
 from harness.atomic import atomic_write, build_lock
 from harness.metrics.extractor import extract
 from harness.metrics.frechet import FeatureMoments
+from harness.metrics.protocols import INCEPTION
 
 
 @dataclass(frozen=True)
 class ReferenceStats:
-    """mu [2048] and sigma [2048, 2048] of real images; `computed` is False when read from cache."""
+    """mu [d] and sigma [d, d] of real images' features; `computed` is False when read from
+    cache."""
 
     mu: np.ndarray
     sigma: np.ndarray
@@ -56,11 +59,18 @@ def reference_stats_path(
     num_real: int | None,
     seed: int,
     weights_hash: str,
+    extractor_name: str = INCEPTION,
+    split: str = "train",
 ) -> Path:
-    """Cache file of one set of reference statistics (the seed is irrelevant to 'full')."""
+    """Cache file of one set of reference statistics (the seed is irrelevant to 'full'),
+    named by dataset, split (when not the training split), counts, extractor and weights."""
     safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", dataset_name)
+    if split != "train":
+        safe_name += f"-{split}"
     subset = f"full{dataset_size}" if num_real is None else f"{num_real}of{dataset_size}-seed{seed}"
-    filename = f"{safe_name}-{resolution}px-{subset}-inception-{weights_hash}.npz"
+    # Inception keeps the short name of the files cached before other extractors existed.
+    label = "inception" if extractor_name == INCEPTION else extractor_name
+    filename = f"{safe_name}-{resolution}px-{subset}-{label}-{weights_hash}.npz"
     return Path(cache_dir) / filename
 
 
@@ -81,12 +91,12 @@ def _check_dataset(dataset: Dataset) -> None:
 def _real_features(
     dataset: Dataset,
     indices: np.ndarray,
-    extractor: FeatureExtractorInceptionV3,
+    extractor: FeatureExtractorBase,
     batch_size: int,
     num_workers: int,
     progress: bool,
 ) -> Iterator[torch.Tensor]:
-    """Pool3 features of dataset[indices], one batch at a time."""
+    """The extractor's features (Inception: pool3) of dataset[indices], one batch at a time."""
     loader = DataLoader(
         Subset(dataset, indices.tolist()),
         batch_size=batch_size,
@@ -114,13 +124,14 @@ def reference_statistics(
     dataset: Dataset,
     num_real: int | None,
     *,
-    extractor: FeatureExtractorInceptionV3,
+    extractor: FeatureExtractorBase,
     weights_hash: str,
     cache_dir: str | os.PathLike,
     seed: int,
     batch_size: int,
     num_workers: int = 0,
     progress: bool = True,
+    extractor_name: str = INCEPTION,
 ) -> ReferenceStats:
     """Statistics of `num_real` random real images (None: all), read from or written to
     the cache."""
@@ -128,8 +139,9 @@ def reference_statistics(
     size = len(dataset)
     indices = real_indices(size, num_real, seed)
     path = reference_stats_path(
-        cache_dir, dataset.name, dataset.resolution, size, num_real, seed, weights_hash
-    )
+        cache_dir, dataset.name, dataset.resolution, size, num_real, seed, weights_hash,
+        extractor_name, getattr(dataset, "split", "train"),
+    )  # fmt: skip
     cached = _read(path)
     if cached is not None:
         return cached
@@ -155,7 +167,7 @@ def _compute(
     dataset: Dataset,
     indices: np.ndarray,
     path: Path,
-    extractor: FeatureExtractorInceptionV3,
+    extractor: FeatureExtractorBase,
     weights_hash: str,
     seed: int,
     batch_size: int,
@@ -179,7 +191,8 @@ def _compute(
 
 @dataclass(frozen=True)
 class ReferenceFeatures:
-    """Every pool3 feature [N, 2048] (float32) of real images, for KID and precision/recall."""
+    """Every feature [N, d] (float32; Inception: pool3, d = 2048) of real images, for KID and
+    precision/recall."""
 
     features: np.ndarray
     path: Path
@@ -190,13 +203,14 @@ def reference_features(
     dataset: Dataset,
     num_real: int | None,
     *,
-    extractor: FeatureExtractorInceptionV3,
+    extractor: FeatureExtractorBase,
     weights_hash: str,
     cache_dir: str | os.PathLike,
     seed: int,
     batch_size: int,
     num_workers: int = 0,
     progress: bool = True,
+    extractor_name: str = INCEPTION,
 ) -> ReferenceFeatures:
     """The features of the same images as reference_statistics, cached beside its files
     (`.features.npy`: 60k MNIST images take 0.5 GB)."""
@@ -204,8 +218,9 @@ def reference_features(
     size = len(dataset)
     indices = real_indices(size, num_real, seed)
     stats_path = reference_stats_path(
-        cache_dir, dataset.name, dataset.resolution, size, num_real, seed, weights_hash
-    )
+        cache_dir, dataset.name, dataset.resolution, size, num_real, seed, weights_hash,
+        extractor_name, getattr(dataset, "split", "train"),
+    )  # fmt: skip
     path = stats_path.with_suffix(".features.npy")
     if path.is_file():
         return ReferenceFeatures(np.load(path), path, computed=False)

@@ -37,6 +37,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from harness.metrics import PROTOCOLS
+from harness.metrics.protocols import INCEPTION
 from harness.results.runs import Run, read_run
 from harness.training.config import RESUMABLE_CHANGES
 
@@ -354,10 +355,12 @@ def fig_metric_curves(groups: list[Group]):
                     marker=".",
                     label=_title(label, with_metric),
                 )
-        kind = PROTOCOLS[metric].kind
-        ax.set(
-            xlabel="iteration", ylabel=f"{'Inception score' if kind == 'is' else 'FID'} ({metric})"
-        )
+        p = PROTOCOLS[metric]
+        if p.extractor == INCEPTION and p.kind in ("is", "fid"):
+            name = "Inception score" if p.kind == "is" else "FID"
+        else:  # the repo's classifier metrics (docs/metrics.md)
+            name = "higher is better" if p.goals()[metric] == "max" else "lower is better"
+        ax.set(xlabel="iteration", ylabel=f"{metric} ({name})")
         ax.legend(fontsize=7)
     return fig
 
@@ -374,7 +377,7 @@ def fig_best_vs_scale(runs: list[Run]):
         return "needs IS/FID from one setting run at two or more scales"
     fig, axes = _panels(len(metrics), width=6)
     for ax, metric in zip(axes, metrics, strict=True):
-        best = max if PROTOCOLS[metric].kind == "is" else min
+        best = max if PROTOCOLS[metric].goals()[metric] == "max" else min
         for label, members in families:
             by_scale: dict[float, list[float]] = {}
             for r in members:

@@ -6,7 +6,7 @@ the values logged during training. Unreadable or invalid checkpoints are skipped
 warning. Each checkpoint's result goes to
 `<run_dir>/eval/<ckpt stem>.<metrics joined by +>[.gen<N>][.real<N>][.vs-<files>].json`
 (or `out_dir`; `.vs-`: scored against real=<folder or .npz> instead of the training set);
-a result already there with the same metrics, counts and Inception weights (sha256) is
+a result already there with the same metrics, counts and extractor weights (sha256) is
 reused.
 """
 
@@ -27,11 +27,19 @@ from data.datasets import channels_of
 from harness import threads
 from harness.metrics import PROTOCOLS, weights_sha256
 from harness.metrics.image_files import ImageFiles
+from harness.metrics.protocols import CLASSIFIER
 from models import build_models
 
 from . import checkpoint
 from .config import EvalConfig
-from .periodic_eval import EVAL_SEED_OFFSET, evaluate_generator, preflight, write_json
+from .periodic_eval import (
+    EVAL_SEED_OFFSET,
+    DataKey,
+    evaluate_generator,
+    preflight,
+    weights_identity,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +147,26 @@ def _device(name: str) -> torch.device:
     )
 
 
+def _data_of(state: dict[str, Any], cfg: DictConfig) -> DataKey:
+    """A checkpoint's run's dataset (checked against the requested metrics)."""
+    data_cfg = state["config"]["dataset"]
+    for name in cfg.eval.metrics:
+        PROTOCOLS[name].check_dataset(data_cfg["name"])
+    root = cfg.dataset_root or data_cfg["root"]
+    return DataKey(data_cfg["name"], root, data_cfg["resolution"])
+
+
+def _load_valid(ckpt: Path, invalid: list[str]) -> dict[str, Any] | None:
+    """The checkpoint's state, or None (its error appended to `invalid`): as training does,
+    a truncated or foreign file is reported and skipped."""
+    try:
+        return checkpoint.load(ckpt)
+    except checkpoint.InvalidCheckpointError as err:
+        log.warning("skipped: %s", err)
+        invalid.append(str(err))
+        return None
+
+
 def evaluate_checkpoint(
     state: dict[str, Any],
     ckpt: Path,
@@ -148,6 +176,7 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """compute_metrics of one (validated) checkpoint's G on its run's training set (or
     `cfg.real`)."""
+    data = _data_of(state, cfg)
     saved = state["config"]
     data_cfg = saved["dataset"]
     if cfg.real is not None:
@@ -155,7 +184,7 @@ def evaluate_checkpoint(
         if key not in datasets:
             datasets[key] = ImageFiles(cfg.real, key="real")
     else:
-        key = (data_cfg["name"], cfg.dataset_root or data_cfg["root"], data_cfg["resolution"])
+        key = tuple(data)
         if key not in datasets:
             datasets[key] = load_dataset(*key, download=data_cfg["download"])
     real = datasets[key]
@@ -166,6 +195,7 @@ def evaluate_checkpoint(
         channels_of(data_cfg["name"]),
         model["z_dim"],
         model["negative_slope"],
+        model.get("width", 1.0),
     )
     g.load_state_dict(state["G"])
     results = evaluate_generator(
@@ -176,6 +206,8 @@ def evaluate_checkpoint(
         device=device,
         num_workers=data_cfg["num_workers"],
         progress=cfg.progress,
+        cache_dir=data_cfg.get("cache_dir"),
+        data=data if cfg.real is not None else None,
     )
     return {"checkpoint": str(ckpt), "step": state["step"], **results}
 
@@ -192,7 +224,8 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
 
         return [evaluate_images(cfg)]
     results_dir, ckpts = checkpoints_of(cfg)
-    weights_hash = weights_sha256(preflight(cfg.eval))
+    inception = preflight(cfg.eval)
+    uses_classifier = any(PROTOCOLS[name].extractor == CLASSIFIER for name in cfg.eval.metrics)
     device = _device(cfg.device)
     datasets: dict[tuple, ImageSet | ImageFiles] = {}
     rows, invalid = [], []
@@ -201,14 +234,21 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
         real = datasets[("real", cfg.real)] = ImageFiles(cfg.real, key="real")
     for ckpt in ckpts:
         path = result_path(results_dir, ckpt, cfg.eval, real)
+        state = None
+        if uses_classifier:
+            # The classifier is the checkpoint's dataset's: its identity needs that dataset.
+            state = _load_valid(ckpt, invalid)
+            if state is None:
+                continue
+            cache_dir = state["config"]["dataset"].get("cache_dir")
+            weights_hash = weights_identity(cfg.eval, inception, _data_of(state, cfg), cache_dir)
+        else:
+            weights_hash = weights_sha256(inception)
         result = _up_to_date(path, cfg.eval, weights_hash)
         skipped = result is not None
         if not skipped:
-            try:  # as training does: a truncated or foreign file is reported and skipped
-                state = checkpoint.load(ckpt)
-            except checkpoint.InvalidCheckpointError as err:
-                log.warning("skipped: %s", err)
-                invalid.append(str(err))
+            state = state or _load_valid(ckpt, invalid)
+            if state is None:
                 continue
             result = evaluate_checkpoint(state, ckpt, cfg, device, datasets)
             write_json(path, result)

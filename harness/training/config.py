@@ -32,6 +32,7 @@ class ModelConfig:
     name: str = MISSING  # one of models.MODELS
     z_dim: int = 128
     negative_slope: float = 0.1  # D's leaky-ReLU slope (0 for the ResNet)
+    width: float = 1.0  # cnn only: channel counts times this (1 = the paper's network)
     # Whether the D steps' G forwards update G's batch-norm running statistics: yes in the
     # authors' CNN, no in their ResNet (harness/training/batchnorm.py).
     bn_stats_on_d_step: bool = True
@@ -99,6 +100,10 @@ class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["is50k", "fid10k_5k"])
     inception_weights: str | None = None  # path to weights-inception-2015-12-05-6726825d.pth
     download_weights: bool = True  # else only eval.inception_weights or torch-fidelity's cache
+    # The classifier metrics' weights (fd_mnist10k_test, ...): None = the file
+    # scripts.train_classifier writes under <dataset.root>/.bssn_cache/classifiers/, trained
+    # there on first use; a path must exist. Never downloaded.
+    classifier_weights: str | None = None
     batch_size: int = 250
     num_gen: int | None = None  # smoke tests only: fewer generated images than the protocol
     num_real: int | None = None  # smoke tests only: fewer real images than the FID protocol
@@ -288,6 +293,7 @@ def validate(cfg: DictConfig) -> None:
 
         for name in cfg.eval.metrics:
             _one_of("eval.metrics", name, tuple(PROTOCOLS))
+            PROTOCOLS[name].check_dataset(cfg.dataset.name)
 
 
 def to_container(cfg: DictConfig) -> dict:

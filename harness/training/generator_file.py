@@ -50,6 +50,7 @@ def export_of(state: dict[str, Any]) -> dict[str, Any]:
             "resolution": int(dataset["resolution"]),
             "channels": channels_of(dataset["name"]),
             "z_dim": int(config["model"]["z_dim"]),
+            "width": float(config["model"].get("width", 1.0)),
         },
         "G": state["G"],
         "step": int(state["step"]),

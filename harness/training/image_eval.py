@@ -4,6 +4,8 @@ The images are scored by the same protocols, extractor and reference caches as a
 against a dataset's training set (`real_dataset=`, read and cached exactly as train.py's
 evaluation does, so an .npz written by generate.py from a run scores what the run
 logged) or against another folder/.npz (`real=`, whose statistics are cached beside it).
+The classifier metrics use the classifier of `real_dataset` (or eval.classifier_weights,
+which `real=` needs) and, for test-split protocols, its test split (or the `real=` files).
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from harness.metrics import compute_metrics, get_protocol
 from harness.metrics.image_files import ImageFiles
 
 from .checkpoint_eval import _device, cell, column
-from .periodic_eval import preflight, reference_cache_dir, write_json
+from .periodic_eval import (
+    DataKey,
+    classifier_weights_for,
+    preflight,
+    reference_cache_dir,
+    test_split_for,
+    write_json,
+)
 
 
 def _default_root() -> str:
@@ -76,16 +85,24 @@ def evaluate_images(cfg: DictConfig) -> dict[str, Any]:
     images = ImageFiles(cfg.images)
     real, cache_dir = _reference(cfg, images)
     _check_sizes(images, real, cfg)
+    if cfg.real_dataset is not None:
+        for name in cfg.eval.metrics:
+            get_protocol(name).check_dataset(real.name)
+        data = DataKey(real.name, real.root, real.resolution)
+        classifier_weights = classifier_weights_for(cfg.eval, data)
+        test = test_split_for(cfg.eval, data)
+    else:  # real= files (or nothing): they are the reference of every split
+        classifier_weights, test = cfg.eval.classifier_weights, real
     results = compute_metrics(
         list(cfg.eval.metrics), images.sampler(), None, real,
         weights_path=weights, device=_device(cfg.device), batch_size=cfg.eval.batch_size,
         cache_dir=cache_dir or ".", num_gen_override=cfg.eval.num_gen,
         num_real_override=cfg.eval.num_real, num_workers=min(4, os.cpu_count() or 1),
-        progress=cfg.progress,
+        progress=cfg.progress, classifier_weights=classifier_weights, test_dataset=test,
     )  # fmt: skip
     result = {
         "images": str(images.path),
-        "real": _describe(real),
+        "real": _describe(real) if test in (None, real) else f"{_describe(real)}; test split",
         **results,
     }
     if cfg.out is not None:

@@ -60,6 +60,7 @@ def build(
         images.channels,
         cfg.model.z_dim,
         cfg.model.negative_slope,
+        cfg.model.width,
     )
     bssn.apply(
         d,
@@ -208,7 +209,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train (or resume) the run in ``run_dir``; returns the run's summary."""
     validate(cfg)
     if cfg.eval.every:
-        periodic_eval.preflight(cfg.eval)  # missing Inception weights fail now, not hours later
+        # Missing weights fail now, not hours later; a missing classifier is trained now.
+        periodic_eval.preflight(cfg.eval, cfg.dataset)
     ctx = distributed.setup(cfg.train.device)
     try:
         # Rank 0 holds the run directory before writing anything in it (run_lock.py).
