@@ -56,7 +56,7 @@ def check_scale(scale: object, mode: str) -> float:
     return scale
 
 
-def check_power_iterations(n: object) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n_power_iterations must be an integer >= 1, got {n!r}")
+def check_power_iterations(n: object, name: str = "n_power_iterations", low: int = 1) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {n!r}")
     return n

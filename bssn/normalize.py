@@ -17,6 +17,7 @@ from .modes import (
     check_scale,
 )
 from .parametrizations import (
+    INIT_POWER_ITERATIONS,
     BidirectionalSpectralNorm,
     ConvSpectralNorm,
     GammaScale,
@@ -37,6 +38,7 @@ def apply(
     *,
     negative_slope: float = 0.0,
     eps: float = 1e-12,
+    init_power_iterations: int = INIT_POWER_ITERATIONS,
 ) -> nn.Module:
     """Normalize every ``nn.Conv2d`` and ``nn.Linear`` of ``module`` in place; return it.
 
@@ -53,15 +55,22 @@ def apply(
             Ignored by the other modes.
         negative_slope: leaky-ReLU slope a of the Kaiming variance 2/((1+a^2) fan_in).
         eps: added to norms in the power iteration, as in torch.
+        init_power_iterations: steps run on the random start vectors when a layer is
+            normalized (snconv: once its input size is known). The default, 15, is torch's
+            ``spectral_norm``; the authors' code runs 0 (u drawn once, then one step per
+            D step), which is the training harness's default.
 
     Raises:
         ValueError: unknown mode, non-positive or non-finite scale, a scale for a mode
-            without one, n_power_iterations < 1, a module already normalized, or one with
-            no conv/linear layer.
+            without one, n_power_iterations < 1, init_power_iterations < 0, a module already
+            normalized, or one with no conv/linear layer.
     """
     mode = check_mode(mode)
     scale = check_scale(scale, mode)
     n_power_iterations = check_power_iterations(n_power_iterations)
+    init_power_iterations = check_power_iterations(
+        init_power_iterations, "init_power_iterations", low=0
+    )
     previous = getattr(module, "_bssn_mode", None)
     if previous is not None:
         raise ValueError(
@@ -83,7 +92,10 @@ def apply(
         if mode in INIT_MODES:
             scaled_init_(layer, mode, scale, negative_slope)
         elif mode != "none":
-            _normalize_layer(name, layer, mode, scale, n_power_iterations, eps, shared_gamma)
+            _normalize_layer(
+                name, layer, mode, scale, n_power_iterations, eps, shared_gamma,
+                init_power_iterations,
+            )  # fmt: skip
 
     module._bssn_mode = mode
     if mode == "snconv" and input_size is not None:
@@ -99,17 +111,20 @@ def _normalize_layer(
     n: int,
     eps: float,
     shared_gamma: nn.Parameter | None,
+    n_init: int,
 ) -> None:
     weight = layer.weight.detach()
     is_conv = isinstance(layer, nn.Conv2d)
     if mode == "snconv" and is_conv:
-        normalizer: Normalizer = ConvSpectralNorm(layer, scale, n, eps)
+        normalizer: Normalizer = ConvSpectralNorm(
+            layer, scale, n, eps, init_power_iterations=n_init
+        )
         normalizer.layer_name = name
         layer.register_forward_pre_hook(_snconv_pre_hook)
     elif mode in ("bsn", "bssn") and is_conv:
-        normalizer = BidirectionalSpectralNorm(weight, scale, n, eps)
+        normalizer = BidirectionalSpectralNorm(weight, scale, n, eps, init_power_iterations=n_init)
     else:  # sn, ssn, the gamma modes, and every linear layer (docs/normalization.md)
-        normalizer = SpectralNorm(weight, scale, n, eps)
+        normalizer = SpectralNorm(weight, scale, n, eps, init_power_iterations=n_init)
     # unsafe=True: skip parametrize's consistency forward, which would advance the vectors.
     parametrize.register_parametrization(layer, "weight", normalizer, unsafe=True)
     if mode in GAMMA_MODES:

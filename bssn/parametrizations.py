@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 #: Power-iteration steps run when a normalizer is created, as torch's spectral_norm does,
-#: so that the first training step does not divide by a random-vector underestimate.
+#: so that the first training step does not divide by a random-vector underestimate
+#: (the default of ``init_power_iterations``; the reference code runs none).
 INIT_POWER_ITERATIONS = 15
 
 
@@ -129,11 +130,17 @@ class SpectralNorm(Normalizer):
     """SN_w (Miyato et al.): w / sigma(W1); with scale s, the paper's scaled SN (SSN)."""
 
     def __init__(
-        self, weight: Tensor, scale: float = 1.0, n_power_iterations: int = 1, eps: float = 1e-12
+        self,
+        weight: Tensor,
+        scale: float = 1.0,
+        n_power_iterations: int = 1,
+        eps: float = 1e-12,
+        *,
+        init_power_iterations: int = INIT_POWER_ITERATIONS,
     ) -> None:
         super().__init__(scale, n_power_iterations, eps)
         self.w1 = _MatrixPowerIteration(weight, 0, eps)
-        self.w1.step(weight, INIT_POWER_ITERATIONS)
+        self.w1.step(weight, init_power_iterations)
 
     def advance(self, weight: Tensor) -> None:
         self.w1.step(weight, self.n_power_iterations)
@@ -181,15 +188,21 @@ class BidirectionalSpectralNorm(Normalizer):
     """
 
     def __init__(
-        self, weight: Tensor, scale: float = 1.0, n_power_iterations: int = 1, eps: float = 1e-12
+        self,
+        weight: Tensor,
+        scale: float = 1.0,
+        n_power_iterations: int = 1,
+        eps: float = 1e-12,
+        *,
+        init_power_iterations: int = INIT_POWER_ITERATIONS,
     ) -> None:
         super().__init__(scale, n_power_iterations, eps)
         if weight.ndim < 3:
             raise ValueError("BidirectionalSpectralNorm is for conv weights; use SpectralNorm")
         self.w1 = _MatrixPowerIteration(weight, 0, eps)
         self.w2 = _MatrixPowerIteration(weight, 1, eps)
-        self.w1.step(weight, INIT_POWER_ITERATIONS)
-        self.w2.step(weight, INIT_POWER_ITERATIONS)
+        self.w1.step(weight, init_power_iterations)
+        self.w2.step(weight, init_power_iterations)
 
     def advance(self, weight: Tensor) -> None:
         self.w1.step(weight, self.n_power_iterations)
@@ -227,9 +240,16 @@ class ConvSpectralNorm(Normalizer):
     """
 
     def __init__(
-        self, conv: nn.Conv2d, scale: float = 1.0, n_power_iterations: int = 1, eps: float = 1e-12
+        self,
+        conv: nn.Conv2d,
+        scale: float = 1.0,
+        n_power_iterations: int = 1,
+        eps: float = 1e-12,
+        *,
+        init_power_iterations: int = INIT_POWER_ITERATIONS,
     ) -> None:
         super().__init__(scale, n_power_iterations, eps)
+        self.init_power_iterations = init_power_iterations  # run once the input size is known
         if conv.padding_mode != "zeros":
             raise ValueError(
                 f"snconv supports padding_mode='zeros' only, got {conv.padding_mode!r}"
@@ -279,7 +299,7 @@ class ConvSpectralNorm(Normalizer):
         v = weight.new_empty(1, c_in, *input_size).normal_(0, 1)
         self._v = v / v.norm().clamp_min(self.eps)
         self._u = weight.new_zeros(1, c_out, *out_size)
-        self._step(weight, INIT_POWER_ITERATIONS)
+        self._step(weight, self.init_power_iterations)
 
     def check_input(self, name: str, size: tuple[int, int]) -> None:
         if tuple(size) != self.input_size:

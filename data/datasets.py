@@ -5,13 +5,17 @@
 the authors' released preprocessing scripts:
 
 - MNIST 28x28x1 and CIFAR10 32x32 (the 50k training images) as stored;
-- STL10: the 100k ``unlabeled`` images, 96x96 resized to 48x48 (bilinear, antialiased);
+- STL10: the 100k ``unlabeled`` images, 96x96 resized to 48x48;
 - CelebA: all 202,599 aligned images (torchvision split ``"all"``, as the reference
   preprocessing reads every file of img_align_celeba.zip), center crop 128x128, resized
-  to 64x64 (bilinear, antialiased);
-- ILSVRC2012: ``<root>/train`` as an ImageFolder, shorter side resized to 128, center
-  crop 128x128 (the reference crops the central square, then resizes: same geometry);
+  to 64x64;
+- ILSVRC2012: ``<root>/train`` as an ImageFolder, the central square cropped, then
+  resized to 128x128;
 - "shapes": the download-free synthetic set of ``data.synthetic``.
+
+Every resize is ``cv2.resize``'s default (bilinear on the half-pixel grid, no
+antialiasing), done in torch by ``data.resize``; crops round their offsets down, as the
+reference's integer arithmetic does (docs/reference_differences.md).
 
 Float conversion (``ImageSet.to_float``): MNIST x / 255 in [0, 1] (docs/architectures.md), every
 other set x / 127.5 - 1 in [-1, 1].
@@ -35,6 +39,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets as tvd
 from torchvision.transforms import v2
 
+from data.resize import CenterCrop, Resize
 from data.synthetic import ShapesDataset
 
 DATASETS = ("mnist", "cifar10", "stl10", "celeba", "imagenet", "shapes")
@@ -213,11 +218,11 @@ def load_dataset(
             name, root, split, download,
             lambda dl: tvd.CelebA(root, celeba_split, target_type=[], download=dl),
         )  # fmt: skip
-        transform = _pipeline(v2.RGB(), v2.CenterCrop(_CELEBA_CROP), _resize(resolution))
+        transform = _pipeline(CenterCrop(_CELEBA_CROP), Resize(resolution), rgb=True)
     else:
         folder = os.path.join(root, _imagenet_folder(split))
         source = _open(name, root, split, False, lambda _: tvd.ImageFolder(folder))
-        transform = _pipeline(v2.Resize(resolution, antialias=True), v2.CenterCrop(resolution))
+        transform = _pipeline(CenterCrop(None), Resize(resolution))
     channels = channels_of(name)
     # ILSVRC2012 (1.28M images at 128x128, ~63 GB as uint8) is decoded on the fly instead.
     fits_in_memory = name != "imagenet"
@@ -231,20 +236,16 @@ def channels_of(name: str) -> int:
     return 1 if name == "mnist" else 3
 
 
-def _resize(resolution: int) -> v2.Transform:
-    return v2.Resize(
-        (resolution, resolution), interpolation=v2.InterpolationMode.BILINEAR, antialias=True
-    )
+def _resize_if(resolution: int, native: int) -> list[Resize]:
+    return [] if resolution == native else [Resize(resolution)]
 
 
-def _resize_if(resolution: int, native: int) -> list[v2.Transform]:
-    return [] if resolution == native else [_resize(resolution)]
-
-
-def _pipeline(*steps: v2.Transform | list[v2.Transform]) -> v2.Compose:
-    """PIL image -> (steps) -> uint8 [C, H, W] tensor."""
+def _pipeline(
+    *steps: Callable[[torch.Tensor], torch.Tensor] | list[Resize], rgb: bool = False
+) -> v2.Compose:
+    """PIL image -> (RGB) -> uint8 [C, H, W] tensor -> (steps)."""
     flat = [t for step in steps for t in (step if isinstance(step, list) else [step])]
-    return v2.Compose([*flat, v2.PILToTensor()])
+    return v2.Compose([*([v2.RGB()] if rgb else []), v2.PILToTensor(), *flat])
 
 
 def _imagenet_folder(split: str) -> str:

@@ -102,7 +102,7 @@ def main() -> None:
     )
     mu, sigma = generated.stats[args.num_gen]
     _, t_fid = timed(device, frechet_distance, mu, sigma, ref.mu, ref.sigma)
-    _, t_is = timed(device, inception_score, generated.logits, PROTOCOLS["is50k"].splits)
+    _, t_is = timed(device, inception_score, generated.logits["tfgan"], PROTOCOLS["is50k"].splits)
 
     full_gen = max(PROTOCOLS["is50k"].num_gen, PROTOCOLS["fid10k_5k"].num_gen)
     full_real = PROTOCOLS["fid10k_5k"].num_real

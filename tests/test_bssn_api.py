@@ -283,3 +283,38 @@ def test_ddp_keeps_vectors_identical_across_ranks(broadcast_buffers: bool) -> No
     assert r0.keys() == r1.keys()
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k
+
+
+@pytest.mark.parametrize("mode", ["sn", "bsn", "snconv"])
+def test_init_power_iterations_zero_keeps_the_random_start(mode: str) -> None:
+    """The authors' start (u drawn once, no warm-up) vs torch's 15 warm-up steps (default)."""
+    torch.manual_seed(3)
+    cold = bssn.apply(small_d(), mode, init_power_iterations=0, input_size=(3, 8, 8))
+    torch.manual_seed(3)
+    warm = bssn.apply(small_d(), mode, input_size=(3, 8, 8))
+    # The same draws, so only the warm-up differs (a 1-vector is +-1 either way).
+    for (name, a), (_, b) in zip(cold.named_buffers(), warm.named_buffers(), strict=True):
+        assert a.shape == b.shape and (a.numel() == 1 or not torch.equal(a, b)), name
+    layer = cold[0].parametrizations.weight[0]
+    v = layer._v if mode == "snconv" else layer.w1._v
+    assert torch.isclose(v.norm(), torch.tensor(1.0))
+    if mode == "snconv":
+        assert not layer._u.any()  # filled by the first step only
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="init_power_iterations must be an integer >= 0"):
+            bssn.apply(small_d(), mode, init_power_iterations=bad)
+
+
+def test_init_power_iterations_zero_stores_the_drawn_vectors() -> None:
+    torch.manual_seed(5)
+    d = small_d()
+    expected = []
+    for layer in (d[0], d[2], d[5]):  # u then v, layer by layer, as bssn.apply draws them
+        h, w = layer.weight.flatten(1).shape
+        u = torch.nn.functional.normalize(torch.empty(h).normal_(0, 1), dim=0, eps=1e-12)
+        v = torch.nn.functional.normalize(torch.empty(w).normal_(0, 1), dim=0, eps=1e-12)
+        expected += [u, v]
+    torch.manual_seed(5)
+    cold = bssn.apply(small_d(), "sn", init_power_iterations=0)
+    got = [t for n, t in cold.named_buffers() if n.endswith(("_u", "_v"))]
+    assert len(got) == 6 and all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))

@@ -69,7 +69,8 @@ def test_registered_with_torch_fidelity(shapes_classifier):
     assert module.get_name() == CLASSIFIER_EXTRACTOR
     images = load_dataset("shapes", "unused", RES, split="test")
     batch = torch.stack([images[i] for i in range(8)])
-    features, logits = extract(module, batch)
+    features, outputs = extract(module, batch)
+    logits = outputs["logits"]  # the classifier's one logits output (IS head "classifier")
     assert features.shape == (8, 128) and logits.shape == (8, 3)
     # Through torch-fidelity's own factory, features come in the order asked for.
     direct = torch_fidelity.utils.create_feature_extractor(
@@ -115,7 +116,7 @@ def test_fd_and_score_match_torch_fidelity(shapes_classifier, tmp_path):
 
     # cs_*: the IS formula on the classifier's logits, as torch-fidelity's isc computes it.
     module = load_extractor(CLASSIFIER_EXTRACTOR, path, "cpu")
-    _, logits = extract(module, fake_uint8)
+    logits = extract(module, fake_uint8)[1]["logits"]
     mean, _ = inception_score(logits.numpy(), 10)
     assert mean == pytest.approx(theirs["inception_score_mean"], rel=1e-4)
     probs = torch.softmax(logits.double(), 1).max(1).values

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import cv2  # test-only (requirements-dev.txt): the reference preprocessing's resize
 import numpy as np
 import pytest
 import torch
@@ -29,9 +30,11 @@ import torchvision.datasets.cifar as tv_cifar
 import torchvision.datasets.stl10 as tv_stl10
 from PIL import Image
 from torch.utils.data import TensorDataset
+from torchvision.transforms import v2
 
 import data.stream as stream_module
 from data import DATASETS, BatchStream, DatasetNotFoundError, ImageSet, load_dataset
+from data.resize import center_crop, center_square_crop, resize_bilinear
 from data.stream import cache_path, epoch_permutation
 from data.synthetic import ShapesDataset, make_shapes
 
@@ -197,8 +200,9 @@ def test_stl10_unlabeled_resized_to_48(tmp_path: Path, integrity_is_presence: No
     assert torch.equal(native[1], torch.from_numpy(images[1]).permute(2, 0, 1))
     small = load_dataset("stl10", str(tmp_path), download=False)
     assert small.resolution == 48 and small[0].shape == (3, 48, 48)
-    expected = Image.fromarray(images[0]).resize((48, 48), Image.BILINEAR)
-    assert torch.equal(small[0], torch.from_numpy(np.array(expected)).permute(2, 0, 1))
+    # The reference's preprocessing: cv2.resize(image, (48, 48)), INTER_LINEAR.
+    expected = torch.from_numpy(cv2.resize(images[0], (48, 48))).permute(2, 0, 1)
+    assert (small[0].int() - expected.int()).abs().max() <= 1
 
 
 def test_celeba_center_crop_128_then_64(tmp_path: Path, integrity_is_presence: None) -> None:
@@ -218,9 +222,60 @@ def test_imagenet_folder_resized_and_cropped_to_128(tmp_path: Path) -> None:
     assert len(images) == 4 and not images.fits_in_memory
     image = images[0].int()
     assert image.shape == (3, 128, 128)
-    # 150 -> 128 scales the 20-pixel red bands to 17 pixels; the 128 centre crop drops
-    # 21 pixels per side, so only blue is left.
+    # The central 150x150 square (25 pixels off each side) drops the 20-pixel red bands
+    # before the resize, so only blue is left.
     assert image[2].min() > 200 and image[0].max() < 60
+
+
+def test_imagenet_crops_the_central_square_then_resizes_as_the_reference(tmp_path: Path) -> None:
+    # 100x131: an odd margin (31) whose offset the reference rounds down, 15 (torchvision's
+    # CenterCrop rounds it up, 16); every column and row has its own value.
+    rows, cols = np.meshgrid(np.arange(100), np.arange(131), indexing="ij")
+    image = np.stack([cols * 7 % 256, rows * 5 % 256, (cols + rows) % 256], -1).astype(np.uint8)
+    (tmp_path / "train" / "n0").mkdir(parents=True)
+    Image.fromarray(image).save(tmp_path / "train" / "n0" / "a.png")
+    got = load_dataset("imagenet", str(tmp_path))[0]
+    # fjxmlzn/BSN dataset_preprocess/ImageNet: central square, then cv2.resize.
+    want = torch.from_numpy(cv2.resize(image[:, 15:115], (128, 128))).permute(2, 0, 1)
+    assert (got.int() - want.int()).abs().max() <= 1
+    # Resizing the short side first, then cropping (the old order), is a different image.
+    old = v2.CenterCrop(128)(
+        v2.Resize(128, antialias=True)(torch.from_numpy(image).permute(2, 0, 1))
+    )
+    assert (old.int() - want.int()).abs().max() > 8
+
+
+@pytest.mark.parametrize(
+    "shape,size",
+    [((96, 96), (48, 48)), ((128, 128), (64, 64)), ((150, 113), (128, 128)), ((37, 53), (64, 29))],
+)
+def test_resize_matches_opencv_inter_linear(shape, size) -> None:
+    """STL10 96->48, CelebA 128->64, and non-integer factors both ways, on random pixels."""
+    image = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    want = cv2.resize(image, (size[1], size[0]))  # cv2 takes (width, height)
+    got = resize_bilinear(torch.from_numpy(image).permute(2, 0, 1), size).permute(1, 2, 0)
+    assert got.shape == want.shape
+    assert np.abs(got.numpy().astype(int) - want.astype(int)).max() <= 1
+
+
+def test_resize_is_the_half_pixel_bilinear_without_antialiasing() -> None:
+    """Answers known by hand: a 2x reduction averages pixel pairs, so an impulse keeps half
+    its height in one output pixel (an antialiased filter spreads it: 3/8 and 1/8)."""
+    row = torch.tensor([[[0, 0, 0, 255, 0, 0, 0, 0]]], dtype=torch.uint8)
+    assert resize_bilinear(row, (1, 4)).flatten().tolist() == [0, 128, 0, 0]  # 127.5, rounded
+    old = v2.Resize((1, 4), antialias=True)(row).flatten().tolist()
+    assert old != [0, 128, 0, 0]
+    # 3 -> 2 samples the input at x = (i + 0.5) * 1.5 - 0.5 = 0.25 and 1.75.
+    three = torch.tensor([[[0, 100, 200]]], dtype=torch.uint8)
+    assert resize_bilinear(three, (1, 2)).flatten().tolist() == [25, 175]
+    # 2 -> 4 (upsampling): x = -0.25 (clamped to 0), 0.25, 0.75, 1.25 (clamped to 1).
+    two = torch.tensor([[[0, 200]]], dtype=torch.uint8)
+    assert resize_bilinear(two, (1, 4)).flatten().tolist() == [0, 50, 150, 200]
+    with pytest.raises(ValueError, match="uint8"):
+        resize_bilinear(three.float(), (1, 2))
+    with pytest.raises(ValueError, match="cannot crop 4x4 from a 1x3"):
+        center_crop(three, 4, 4)
+    assert center_square_crop(torch.arange(18).reshape(1, 3, 6))[0, 0].tolist() == [1, 2, 3]
 
 
 def test_shapes_dataset_is_seeded_and_in_range(tmp_path: Path) -> None:

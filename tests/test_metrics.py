@@ -3,6 +3,7 @@ reference-statistics cache and an end-to-end run on Inception weights of random 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from harness.metrics import (
     weights_sha256,
 )
 from harness.metrics.extractor import extract, extract_generated
+from harness.metrics.inception_score import IS_HEADS
 from harness.metrics.reference_stats import real_indices
 
 # --- Frechet distance ------------------------------------------------------------------
@@ -216,6 +218,33 @@ def _never_called(n: int) -> torch.Tensor:
     raise AssertionError("no image should be generated")
 
 
+def test_every_logit_protocol_has_a_head_of_its_own_extractor():
+    logit_kinds = ("is", "confident")
+    for p in PROTOCOLS.values():
+        if p.kind in logit_kinds:
+            assert IS_HEADS[p.head].extractor == p.extractor, p.name
+    # A head of another extractor, or none, fails before any weights or image.
+    wrong = dataclasses.replace(PROTOCOLS["cs_mnist10k"], name="cs_wrong", head="tfgan")
+    orphan = dataclasses.replace(PROTOCOLS["is50k"], name="is_orphan", head=None)
+    for bad, message in ((wrong, r"cs_wrong: head 'tfgan'.*allowed: classifier"),
+                         (orphan, r"is_orphan: head None.*allowed: tfgan, openai")):  # fmt: skip
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setitem(PROTOCOLS, bad.name, bad)
+            with pytest.raises(ValueError, match=message):
+                compute_metrics(
+                    [bad.name], _never_called, (-1, 1), None,
+                    weights_path=None, device="cpu", cache_dir=".",
+                )  # fmt: skip
+    with pytest.raises(ValueError, match=r"unknown IS head 'tf'; allowed: tfgan, openai"):
+        extract_generated(
+            _never_called, (-1, 1), None, stats_at=[], num_logits=4, batch_size=4, heads=["tf"]
+        )
+    with pytest.raises(ValueError, match=r"num_logits=4 needs the heads"):
+        extract_generated(
+            _never_called, (-1, 1), None, stats_at=[], num_logits=4, batch_size=4, heads=[]
+        )
+
+
 def test_overrides_only_scale_down():
     with pytest.raises(ValueError, match="num_gen_override"):
         compute_metrics(
@@ -268,6 +297,8 @@ def test_missing_weights_offline_names_both_options(tmp_path, monkeypatch):
 class StandInExtractor(torch.nn.Module):
     """Same interface as the Inception extractor, cheap features (mean colour, contrast)."""
 
+    features_list = ("2048", "logits_unbiased", "logits")
+
     def __init__(self) -> None:
         super().__init__()
         self.scale = torch.nn.Parameter(torch.ones(()))
@@ -278,7 +309,7 @@ class StandInExtractor(torch.nn.Module):
         self.batches.append(images.shape[0])
         x = images.float().flatten(2)
         pool = torch.cat([x.mean(2), x.std(2)], dim=1) * self.scale
-        return pool, pool[:, :4]
+        return pool, pool[:, :4], pool[:, :4] + 1.0  # 2048, logits_unbiased, logits
 
 
 def test_extract_generated_batches_and_checkpoints():
@@ -291,14 +322,23 @@ def test_extract_generated_batches_and_checkpoints():
         return drawn[-1]
 
     out = extract_generated(
-        sample, (0.0, 1.0), extractor, stats_at=[6, 10], num_logits=7, batch_size=4, progress=False
+        sample,
+        (0.0, 1.0),
+        extractor,
+        stats_at=[6, 10],
+        num_logits=7,
+        batch_size=4,
+        heads=["tfgan", "openai"],
+        progress=False,
     )
     assert [d.shape[0] for d in drawn] == [4, 2, 4]
     assert extractor.batches == [4, 2, 4]
-    assert sorted(out.stats) == [6, 10] and out.logits.shape == (7, 4)
+    assert sorted(out.stats) == [6, 10]
+    assert out.logits["tfgan"].shape == out.logits["openai"].shape == (7, 4)
+    np.testing.assert_array_equal(out.logits["tfgan"], out.logits["openai"] + 1.0)  # the bias
     first6 = to_uint8(torch.cat(drawn)[:6], (0, 1)).expand(-1, 3, -1, -1)
     with torch.no_grad():
-        features, _ = StandInExtractor()(first6)
+        features, *_ = StandInExtractor()(first6)
     mu, sigma = out.stats[6]
     np.testing.assert_allclose(mu, features.double().mean(0).numpy(), rtol=1e-6)
     np.testing.assert_allclose(sigma, np.cov(features.double().numpy(), rowvar=False), rtol=1e-5)
@@ -437,7 +477,8 @@ def test_end_to_end_fid_and_is(tmp_path, random_weights, projected_frechet):
 
     extractor_b, hash_b = load_inception(weights_b, "cpu"), weights_sha256(weights_b)
     pool, logits = extract(extractor_b, dataset.images[:1])
-    assert pool.shape == (1, 2048) and logits.shape == (1, 1008)
+    assert pool.shape == (1, 2048)
+    assert logits["logits"].shape == logits["logits_unbiased"].shape == (1, 1008)
     other = reference_statistics(
         dataset,
         10,
@@ -450,3 +491,67 @@ def test_end_to_end_fid_and_is(tmp_path, random_weights, projected_frechet):
     )
     assert other.computed and other.path.is_file() and stats_file.is_file()
     assert other.path.name == stats_file.name.replace(hash_a, hash_b) != stats_file.name
+
+
+def test_is_heads_tfgan_keeps_the_bias_and_the_first_1000_classes() -> None:
+    """The reference's head (fjxmlzn/BSN gan/metric.py: TF-GAN's 'logits:0', [:, :1000],
+    softmax) against the original OpenAI one (no bias, all 1008), on logits where the
+    eight extra classes and the bias matter."""
+    rng = np.random.default_rng(0)
+    unbiased = rng.normal(0, 3, (40, 1008))
+    bias = rng.normal(0, 2, 1008)
+    biased = unbiased + bias
+    biased[:20, 1000:] += 10  # half the images put their mass on the 8 unused classes
+    assert IS_HEADS["tfgan"].select(biased).shape == (40, 1000)
+    assert IS_HEADS["openai"].select(unbiased).shape == (40, 1008)
+    # The reference's arithmetic, written out: softmax of the first 1000, then its KL loop.
+    preds = np.exp(biased[:, :1000]) / np.exp(biased[:, :1000]).sum(1, keepdims=True)
+    parts = np.split(preds, 10)
+    scores = [np.exp(np.mean(np.sum(p * (np.log(p) - np.log(p.mean(0))), 1))) for p in parts]
+    mean, std = inception_score(IS_HEADS["tfgan"].select(biased), 10)
+    assert mean == pytest.approx(np.mean(scores), rel=1e-9)
+    assert std == pytest.approx(np.std(scores), rel=1e-9)
+    assert inception_score(IS_HEADS["openai"].select(unbiased), 10)[0] != pytest.approx(mean)
+    assert PROTOCOLS["is50k"].head == "tfgan" and PROTOCOLS["is50k_openai"].head == "openai"
+
+
+def test_is50k_and_is50k_openai_read_their_heads_of_the_real_extractor(
+    tmp_path, random_inception_weights
+):
+    state = torch.load(random_inception_weights(1), weights_only=False)
+    generator = torch.Generator().manual_seed(0)
+    state["fc.weight"] = state["fc.weight"] * 30  # peaked class probabilities
+    state["fc.bias"] = torch.randn(1008, generator=generator) * 3  # the random file's is 0
+    weights = tmp_path / "inception.pth"
+    torch.save(state, weights)
+    dataset = TinyImages(20)
+    sample = CountingSampler(dataset.images.float() / 127.5 - 1.0)
+    result = compute_metrics(
+        ["is50k", "is50k_openai"],
+        sample,
+        (-1.0, 1.0),
+        None,
+        weights_path=str(weights),
+        device="cpu",
+        batch_size=20,
+        cache_dir=tmp_path,
+        num_gen_override=20,
+        progress=False,
+    )
+    assert sample.requests == [20]  # one set of images for both
+    extractor = load_inception(weights, "cpu")
+    pool, logits = extract(extractor, dataset.images)
+    w, b = extractor.fc.weight.double(), extractor.fc.bias.double()
+    with_bias, without = (pool.double() @ w.T + b).numpy(), (pool.double() @ w.T).numpy()
+    np.testing.assert_allclose(logits["logits"].double().numpy(), with_bias, rtol=1e-4, atol=1e-3)
+    want = inception_score(with_bias[:, :1000], 10)[0]
+    assert result["is50k"]["mean"] == pytest.approx(want, rel=1e-4)
+    assert result["is50k_openai"]["mean"] == pytest.approx(
+        inception_score(without, 10)[0], rel=1e-4
+    )
+    assert abs(result["is50k"]["mean"] - result["is50k_openai"]["mean"]) > 0.01
+    assert result["is50k"]["head"] == "tfgan" and result["is50k_openai"]["head"] == "openai"
+    assert result["protocol"]["is_heads"] == {
+        "tfgan": "logits, first 1000 classes",
+        "openai": "logits_unbiased, first 1008 classes",
+    }

@@ -65,7 +65,7 @@ def test_sweep_with_the_key_in_run_name_plans_every_job(tmp_path, monkeypatch, c
         f"out_dir={tmp_path}",
         "hydra.sweeper.dry_run=true",
     )
-    assert "2 runs: 2 to launch" in capsys.readouterr().out
+    assert "2 distinct runs: 2 to launch" in capsys.readouterr().out
 
 
 # --- checkpoints: validated before they count --------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import submitit
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.utils import JobReturn, JobStatus
@@ -123,14 +124,75 @@ def test_dry_run_lists_jobs_and_status_and_launches_nothing(tmp_path, monkeypatc
         "hydra.sweeper.dry_run=true",
     )
     log = capsys.readouterr().out
-    assert "16 runs: 15 to launch, 1 finished (dry run: nothing launched)" in log
+    assert "16 jobs, 2 trained once as the same configuration as another" in log
+    assert "14 distinct runs: 13 to launch, 1 finished (dry run: nothing launched)" in log
     assert f"finished               {out}/stl10-cnn-bssn-s1.2-seed0" in log
     assert f"resumes at 5000/800000 {out}/stl10-cnn-sn-s1.0-seed0" in log
     assert f"new                    {out}/stl10-cnn-ssn-s0.7-seed0" in log
+    # ssn at 1 is sn: not launched, its cell is read from the sn run.
+    assert (
+        f"same as                {out}/stl10-cnn-sn-s1.0-seed0  (seed=0 norm=ssn scale=1.0" in log
+    )
+    assert (
+        f"same as                {out}/stl10-cnn-bsn-s1.0-seed0  (seed=0 norm=bssn scale=1.0" in log
+    )
+    assert f"{out}/stl10-cnn-ssn-s1.0-seed0" not in log
     assert sorted(p.name for p in out.iterdir()) == [
         "stl10-cnn-bssn-s1.2-seed0",
         "stl10-cnn-sn-s1.0-seed0",
     ]
+
+
+def test_a_started_twin_is_kept_rather_than_trained_again(tmp_path, monkeypatch, capsys) -> None:
+    """A bssn 1.0 run from an older sweep stands for bsn; bsn is not started from scratch."""
+    out = tmp_path / "runs"
+    folder = out / "stl10-cnn-bssn-s1.0-seed0" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "ckpt_0800000.pt").touch()
+    multirun(
+        monkeypatch,
+        "experiment=table1_stl10",
+        "seed=0",
+        f"out_dir={out}",
+        "hydra.sweeper.dry_run=true",
+    )
+    log = capsys.readouterr().out
+    assert f"finished               {out}/stl10-cnn-bssn-s1.0-seed0" in log
+    assert f"same as                {out}/stl10-cnn-bssn-s1.0-seed0  (seed=0 norm=bsn" in log
+    assert "14 distinct runs: 13 to launch, 1 finished" in log
+
+
+@pytest.mark.slow  # composes and validates all 240 jobs
+def test_table1_cifar10_dry_run_counts_230_distinct_runs(tmp_path, monkeypatch, capsys) -> None:
+    """240 grid jobs, of which ssn and bssn at 1.0 (5 seeds each) are sn and bsn."""
+    multirun(
+        monkeypatch,
+        "experiment=table1_cifar10",
+        f"out_dir={tmp_path}",
+        "hydra.sweeper.dry_run=true",
+    )
+    log = capsys.readouterr().out
+    assert "240 jobs, 10 trained once as the same configuration as another" in log
+    assert "230 distinct runs: 230 to launch, 0 finished (dry run: nothing launched)" in log
+
+
+@pytest.mark.parametrize("scaled,plain", [("ssn", "sn"), ("bssn", "bsn")])
+def test_scale_one_twins_train_bit_identical_networks(tmp_path, scaled, plain) -> None:
+    """Why the sweeper trains ssn/bssn at 1.0 once: they are sn/bsn to the last bit."""
+    from harness.training.loop import train
+
+    states = []
+    for norm in (scaled, plain):
+        cfg = compose_cfg(*TINY, f"norm={norm}", "scale=1.0", f"out_dir={tmp_path}")
+        train(cfg, tmp_path / norm)
+        ckpt = torch.load(
+            sorted((tmp_path / norm / "checkpoints").iterdir())[-1], weights_only=False
+        )
+        states.append(ckpt)
+    for part in ("G", "D"):
+        assert states[0][part].keys() == states[1][part].keys()
+        for key, value in states[0][part].items():
+            assert torch.equal(value, states[1][part][key]), f"{part}.{key}"
 
 
 def test_a_bad_cell_fails_before_anything_is_launched(tmp_path, monkeypatch) -> None:
@@ -150,19 +212,27 @@ def test_appendix_grid_cells_are_the_single_presets_runs(dataset) -> None:
     master = compose_cfg(f"experiment=appendix_{dataset}", hydra=True)
     sweeper = OmegaConf.to_container(master.hydra.sweeper)
     jobs = expand(sweeper["params"], sweeper["grids"], ["seed=0"])
-    assert len(jobs) == 10  # 5 settings x 2 norms
+    # (sn, bsn) in 4 settings; the gamma variants in those 4 and the base setting, as the
+    # authors' same_gamma/diff_gamma configs run them.
+    assert len(jobs) == 4 * 2 + 5 * 2
     folders = set()
     for job in jobs:
         values = dict(line.split("=", 1) for line in job)
         setting = Path(values["out_dir"]).name
-        single = f"gamma_{values['norm'].split('_')[1]}" if setting == "gamma" else setting
+        if values["norm"].endswith("_gamma"):
+            gamma = f"gamma_{values['norm'].split('_')[1]}"
+            other = setting.removeprefix("gamma").removeprefix("_")
+            single = f"[{other},{gamma}]" if other else gamma
+            extra = [f"out_dir={values['out_dir']}"]
+        else:
+            single, extra = setting, []
         grid_cfg = compose_cfg(f"experiment=appendix_{dataset}", *job)
         single_cfg = compose_cfg(
-            f"dataset={dataset}", f"experiment={single}", f"norm={values['norm']}", "seed=0"
+            f"dataset={dataset}", f"experiment={single}", f"norm={values['norm']}", "seed=0", *extra
         )
         assert to_container(grid_cfg) == to_container(single_cfg), job
         folders.add(grid_cfg.out_dir)
-    assert len(folders) == 5
+    assert len(folders) == 9
 
 
 # --- SLURM and DDP under submitit -----------------------------------------------------
@@ -205,13 +275,13 @@ def test_slurm_launcher_submits_one_array_with_ddp_and_requeue(tmp_path, monkeyp
         "--mem=48GB",  # mem_gb_per_run 12 x 4 processes
         "--time=600",
         "--signal=USR2@120",
-        "--array=0-9%10",
+        "--array=0-7%8",  # 10 cells, 8 distinct runs: ssn/bssn at 1.0 are sn/bsn
     ):
         assert f"#SBATCH {line}\n" in script, line
     assert "export SUBMITIT_EXECUTOR=slurm" in script and "srun --unbuffered" in script
     assert "-m submitit.core._submit" in script
     pickles = sorted(out.glob(".submitit/4242_*/4242_*_submitted.pkl"))
-    assert len(pickles) == 10
+    assert len(pickles) == 8
     job = DelayedSubmission.load(pickles[0])
     assert job._timeout_countdown == 20  # requeues after up to 20 time-outs; preemption always
     assert "experiment=table1_imagenet" in job.args[0] and "norm=sn" in job.args[0]
@@ -390,11 +460,30 @@ def test_missing_unfinished_and_metricless_runs_are_reported(fabricated) -> None
     # Against the preset's grid, every cell never run is reported too.
     expected = expected_from_preset("table1_cifar10", CONFIGS)
     problems = build_table(find_runs(fabricated), expected=expected).problems
-    assert (
-        "cifar10 ssn s=10 seed=3: no run" in problems
-        and "cifar10 bsn s=1 seed=0: no run" in problems
-    )
-    assert sum(p.endswith(": no run") for p in problems) == 240 - 15
+    assert "cifar10 ssn s=10 seed=3: no run" in problems
+    # The sn runs are ssn's 1.0 cells and the bssn 1.0 runs are bsn's: 10 fewer missing.
+    twins = [p for p in problems if p.startswith(("cifar10 ssn s=1 ", "cifar10 bsn s=1 "))]
+    assert twins == [  # the bssn run's own gap, under its twin cell too
+        f"cifar10 bsn s=1 seed=4: fid10k_5k last logged at step 200000, not at the final step "
+        f"400000; not counted: {fabricated}/cifar10-cnn-bssn-s1.0-seed4"
+    ]
+    assert sum(p.endswith(": no run") for p in problems) == 240 - 15 - 10
+
+
+def test_sn_runs_are_read_back_as_the_ssn_scale_one_cell(fabricated) -> None:
+    expected = expected_from_preset("table1_cifar10", CONFIGS)
+    table = build_table(find_runs(fabricated), expected=expected)
+    groups = {(g.metric, g.norm, g.scale): g for g in table.groups}
+    assert groups[("is50k", "ssn", 1.0)].values == groups[("is50k", "sn", 1.0)].values
+    assert groups[("is50k", "ssn", 1.0)].values == dict(enumerate(SN_IS))
+    assert groups[("is50k", "bsn", 1.0)].values == groups[("is50k", "bssn", 1.0)].values
+    rows = {(r.group.metric, r.group.norm): r for r in table.rows}
+    assert rows[("is50k", "ssn")].group.mean == pytest.approx(7.2)  # its only scale so far
+    assert sorted(table.notes) == [
+        "cifar10: bsn at scale 1 is the bssn runs (the same network, trained once)",
+        "cifar10: ssn at scale 1 is the sn runs (the same network, trained once)",
+    ]
+    # Without ssn or bsn in the table, nothing stands in (the other test: notes == []).
 
 
 def test_best_during_training_takes_each_runs_best_value(fabricated) -> None:
@@ -480,7 +569,9 @@ def test_tiny_sweep_skips_finished_resumes_the_rest_and_ends_in_a_table(
     capsys.readouterr()
     multirun(monkeypatch, *sweep)
     text = capsys.readouterr().out
-    assert "8 runs: 1 to launch, 7 finished" in text and "resumes at 1/2" in text
+    # ssn/bssn without sn/bsn in the sweep: no cell has a twin, all 8 are distinct runs.
+    assert "8 distinct runs: 1 to launch, 7 finished" in text and "resumes at 1/2" in text
+    assert "same as" not in text
     assert latest_step(victim) == 2
     assert all(
         (out / r / "checkpoints" / "ckpt_0000002.pt").stat().st_mtime_ns == t

@@ -17,10 +17,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+import bssn
 from data import DatasetNotFoundError
 from harness import threads
 from harness.training import checkpoint
-from harness.training.config import register_configs
+from harness.training.config import init_power_iterations_for, register_configs
 from harness.training.loop import ConfigMismatchError, NonFiniteLossError, train
 from harness.training.run_log import read_metrics
 
@@ -391,3 +392,58 @@ def test_wandb_offline_by_default_and_resumes_the_same_run(tmp_path: Path, monke
     assert not [
         p for p in (run_dir / "wandb").glob("offline-run-*") if not p.name.endswith(wandb_id)
     ]
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_d_step_updates_g_batch_norm_statistics_only_where_the_reference_does(keep) -> None:
+    """ResNet (model.bn_stats_on_d_step=false): the D step's G forward leaves G's running
+    statistics alone; CNN (true): it updates them. The fakes are the same either way."""
+    import bssn
+    from harness.training.loop import discriminator_update
+
+    torch.manual_seed(0)
+    g = torch.nn.Sequential(torch.nn.Linear(4, 12), torch.nn.BatchNorm1d(12), torch.nn.Tanh())
+    d = bssn.apply(torch.nn.Sequential(torch.nn.Linear(12, 1)), "sn")
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    real, z = torch.randn(8, 12), torch.randn(8, 4)
+    opt = torch.optim.Adam(d.parameters())
+    out = discriminator_update(d, d, g, opt, real, z, bn_stats_on_d_step=not keep)
+    after = g.state_dict()
+    stats = ("1.running_mean", "1.running_var", "1.num_batches_tracked")
+    assert all(torch.equal(before[k], after[k]) == keep for k in stats)
+    with torch.no_grad():  # batch statistics normalize the fakes in both cases
+        g_batch = torch.nn.functional.batch_norm(g[0](z), None, None, g[1].weight, g[1].bias, True)
+    torch.testing.assert_close(out["fake"], torch.tanh(g_batch))
+
+
+def test_reference_training_defaults(tmp_path: Path) -> None:
+    cnn = compose_cfg(tmp_path)
+    assert init_power_iterations_for(cnn.norm) == 0 and cnn.model.bn_stats_on_d_step
+    # The Thm. 1 option needs each layer at its c_i from the start, so it warms up; a set
+    # value wins either way.
+    thm1 = compose_cfg(tmp_path, "norm=sn", "norm.layer_scales_geomean=1.0")
+    assert init_power_iterations_for(thm1.norm) == bssn.parametrizations.INIT_POWER_ITERATIONS
+    thm1_cold = compose_cfg(
+        tmp_path, "norm=sn", "norm.layer_scales_geomean=1.0", "norm.init_power_iterations=0"
+    )
+    assert init_power_iterations_for(thm1_cold.norm) == 0
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        resnet = compose("config", overrides=["dataset=imagenet"])
+    assert resnet.model.name == "resnet" and not resnet.model.bn_stats_on_d_step
+    # The loop hands the setting to bssn.apply: the same draws, warmed up or not.
+    from data import load_dataset
+    from harness.training.distributed import Context
+    from harness.training.loop import build
+
+    images, ctx = load_dataset("shapes", str(tmp_path), resolution=16), Context(0, 1, "cpu")
+    cold = dict(build(cnn, images, ctx)[1].named_buffers())
+    warm = dict(
+        build(compose_cfg(tmp_path, "norm.init_power_iterations=15"), images, ctx)[
+            1
+        ].named_buffers()
+    )
+    assert cold.keys() == warm.keys() and len(cold) > 0
+    assert any(not torch.equal(cold[k], warm[k]) for k in cold)
+    bad = compose_cfg(tmp_path, "norm.init_power_iterations=-1")
+    with pytest.raises(ValueError, match="norm.init_power_iterations must be an integer >= 0"):
+        train(bad, tmp_path / "bad")

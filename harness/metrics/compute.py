@@ -19,7 +19,7 @@ from harness.metrics.extractor import (
     load_extractor,
 )
 from harness.metrics.frechet import frechet_distance
-from harness.metrics.inception_score import inception_score
+from harness.metrics.inception_score import IS_HEADS, inception_score
 from harness.metrics.kid_pr import kernel_inception_distance, precision_recall
 from harness.metrics.protocols import (
     CLASSIFIER,
@@ -76,9 +76,9 @@ def compute_metrics(
     `num_gen_override` / `num_real_override` replace every requested metric's generated /
     real counts (smoke tests only); each result then says `reduced: True`.
 
-    Returns {name: {"mean", "std", "num_gen", "splits", "reduced"}} for IS-like scores,
-    {name: {"value", "num_gen", "num_real", "reduced"}} for FIDs,
-    {name: {"value", "num_gen", "threshold", "reduced"}} for "confident" fractions,
+    Returns {name: {"mean", "std", "num_gen", "splits", "head", "reduced"}} for IS-like
+    scores, {name: {"value", "num_gen", "num_real", "reduced"}} for FIDs,
+    {name: {"value", "num_gen", "threshold", "head", "reduced"}} for "confident" fractions,
     {name: {"mean", "std", "subsets", "subset_size", "num_gen", "num_real", "reduced"}} for
     KID, {name: {"precision", "recall", "f_score", "neighborhood", "num_gen", "num_real",
     "reduced"}} for precision/recall, and under "protocol" each extractor's weights path and
@@ -88,6 +88,15 @@ def compute_metrics(
     if not names:
         raise ValueError("no metric requested")
     protocols: list[MetricProtocol] = [get_protocol(name) for name in dict.fromkeys(names)]
+    for p in protocols:
+        if p.kind in LOGIT_KINDS and (
+            p.head not in IS_HEADS or IS_HEADS[p.head].extractor != p.extractor
+        ):
+            own = [h for h, head in IS_HEADS.items() if head.extractor == p.extractor]
+            raise ValueError(
+                f"{p.name}: head {p.head!r} does not read {p.extractor}'s logits; "
+                f"allowed: {', '.join(own)}"
+            )
     reals = [p for p in protocols if p.needs_real]
     num_gen = {p.name: p.count("gen", num_gen_override, "num_gen_override") for p in protocols}
     splits = {"train": real_dataset, "test": test_dataset}
@@ -135,11 +144,13 @@ def compute_metrics(
     requests = {}
     for name in extractors:
         own = [p for p in protocols if p.extractor == name]
+        heads = list(dict.fromkeys(p.head for p in own if p.kind in LOGIT_KINDS))
         requests[name] = FeatureRequest(
             modules[name],
             stats_at=[num_gen[p.name] for p in own if p.kind == "fid"],
             num_logits=most(own, LOGIT_KINDS),
             num_features=most(own, FEATURE_KINDS),
+            heads=heads,
         )
     generated = extract_generated_all(sample, output_range, requests, batch_size, progress)
 
@@ -149,13 +160,20 @@ def compute_metrics(
         features = generated[p.extractor]
         reduced = n != p.num_gen or (p.needs_real and num_real[p.name] != p.num_real)
         if p.kind == "is":
-            mean, std = inception_score(features.logits[:n], p.splits)
-            results[p.name] = {"mean": mean, "std": std, "num_gen": n, "splits": p.splits}
+            mean, std = inception_score(features.logits[p.head][:n], p.splits)
+            results[p.name] = {
+                "mean": mean,
+                "std": std,
+                "num_gen": n,
+                "splits": p.splits,
+                "head": p.head,
+            }
         elif p.kind == "confident":
             results[p.name] = {
-                "value": confident_fraction(features.logits[:n]),
+                "value": confident_fraction(features.logits[p.head][:n]),
                 "num_gen": n,
                 "threshold": CONFIDENCE,
+                "head": p.head,
             }
         elif p.kind == "fid":
             ref = references[p.name]
@@ -198,6 +216,9 @@ def compute_metrics(
         "num_gen_override": num_gen_override,
         "num_real_override": num_real_override,
         "reference_stats": {name: str(ref.path) for name, ref in references.items()},
+        "is_heads": {
+            p.head: IS_HEADS[p.head].describe() for p in protocols if p.kind in LOGIT_KINDS
+        },
     }
     # Only the Inception weights have an official file; the classifier is the repo's own.
     if INCEPTION in hashes:

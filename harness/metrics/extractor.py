@@ -2,10 +2,11 @@
 
 A protocol names its extractor by its torch-fidelity name (protocols.py). The paper's is
 `inception-v3-compat`, a port of the TF 2015-12-05 Inception graph the reference code
-used: '2048' (pool3) features for FID, KID and precision/recall and 'logits_unbiased'
-(the softmax input without bias) for IS. The classifier metrics use the repo's own
-classifier (harness/metrics/classifier.py), registered with torch-fidelity; every
-extractor gives (features, logits), the layers torch-fidelity uses for FID and ISC.
+used: '2048' (pool3) features for FID, KID and precision/recall, and for IS 'logits' (the
+final layer with its bias) and 'logits_unbiased' (without), the inputs of the two IS heads
+(inception_score.IS_HEADS). The classifier metrics use the repo's own classifier
+(harness/metrics/classifier.py), registered with torch-fidelity, whose one 'logits' output
+is its one head. Every extractor gives its features and its logits outputs by name.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from tqdm import tqdm
 
 from harness.metrics import classifier  # noqa: F401  (registers CLASSIFIER with torch-fidelity)
 from harness.metrics.frechet import FeatureMoments
+from harness.metrics.inception_score import IS_HEADS
 from harness.metrics.protocols import INCEPTION
 
 EXTRACTOR_NAME = INCEPTION
-#: Order of the extractor's outputs.
-FEATURES = ("2048", "logits_unbiased")
+#: Order of the Inception extractor's outputs: pool3, then the logits without and with the
+#: bias.
+FEATURES = ("2048", "logits_unbiased", "logits")
 
 Sampler = Callable[[int], torch.Tensor]
 
@@ -99,37 +102,52 @@ def _no_tf32() -> Iterator[None]:
 
 def extract(
     extractor: FeatureExtractorBase, images: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features, logits) of uint8 images [B, 1 or 3, H, W]: for Inception pool3 [B, 2048]
-    and logits_unbiased [B, 1008]; for the classifier its [B, 128] features and logits."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Features and {logits output name: logits} of uint8 images [B, 1 or 3, H, W]: for
+    Inception pool3 [B, 2048] and {"logits_unbiased", "logits"}: [B, 1008]; for the
+    classifier its [B, 128] features and {"logits": [B, classes]}. The outputs are named by
+    the extractor's `features_list`, features first."""
     if images.dtype != torch.uint8:
         raise TypeError(f"the extractor takes uint8 images, got {images.dtype}")
     device = next(extractor.parameters()).device
     with torch.inference_mode(), _no_tf32():
-        pool, logits = extractor(to_rgb(images).to(device))
-    return pool, logits
+        pool, *logits = extractor(to_rgb(images).to(device))
+    return pool, dict(zip(extractor.features_list[1:], logits, strict=True))
 
 
 @dataclass
 class GeneratedFeatures:
-    """One extractor's FID statistics at each requested count, the logits of the first
-    samples (IS, confident) and the features of the first samples (KID, precision/recall)."""
+    """One extractor's FID statistics at each requested count, per head (IS_HEADS) the
+    logits of the first samples (IS, confident), and the features of the first samples
+    (KID, precision/recall)."""
 
     stats: dict[int, tuple[np.ndarray, np.ndarray]]
-    logits: np.ndarray
+    logits: dict[str, np.ndarray]
     features: np.ndarray
 
 
 @dataclass(frozen=True)
 class FeatureRequest:
     """What one extractor keeps of the generated images: FID statistics over the first n
-    for each n in `stats_at`, the logits of the first `num_logits`, the features of the
+    for each n in `stats_at`, the logits of the first `num_logits` as each of `heads`
+    (inception_score.IS_HEADS, heads of this extractor) reads them, the features of the
     first `num_features`."""
 
     extractor: FeatureExtractorBase
     stats_at: Sequence[int] = ()
     num_logits: int = 0
     num_features: int = 0
+    heads: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        unknown = [h for h in self.heads if h not in IS_HEADS]
+        if unknown:
+            raise ValueError(f"unknown IS head {unknown[0]!r}; allowed: {', '.join(IS_HEADS)}")
+        if self.num_logits > 0 and not self.heads:
+            raise ValueError(
+                f"num_logits={self.num_logits} needs the heads that read the logits "
+                f"(allowed: {', '.join(IS_HEADS)})"
+            )
 
     @property
     def total(self) -> int:
@@ -141,8 +159,11 @@ class _Job:
     request: FeatureRequest
     moments: FeatureMoments = field(default_factory=FeatureMoments)
     stats: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    logits: list[np.ndarray] = field(default_factory=list)
+    logits: dict[str, list[np.ndarray]] = field(default_factory=dict)
     features: list[np.ndarray] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.logits = {head: [] for head in self.request.heads}
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:
@@ -157,12 +178,14 @@ def extract_generated(
     stats_at: Sequence[int],
     num_logits: int,
     batch_size: int,
+    heads: Sequence[str] = ("tfgan",),
     num_features: int = 0,
     progress: bool = True,
 ) -> GeneratedFeatures:
     """Generate max(stats_at, num_logits, num_features) images once, in batches, and extract
-    their features with one extractor (extract_generated_all with one request)."""
-    request = FeatureRequest(extractor, stats_at, num_logits, num_features)
+    their features with one extractor (extract_generated_all with one request); the logits
+    are kept as each of `heads` reads them (the default: the reference's Inception head)."""
+    request = FeatureRequest(extractor, stats_at, num_logits, num_features, heads)
     return extract_generated_all(sample, output_range, {"only": request}, batch_size, progress)[
         "only"
     ]
@@ -181,7 +204,8 @@ def extract_generated_all(
     `sample(n)` returns the next n images as floats in `output_range`, or uint8 images when
     `output_range` is None (images read from files). FID statistics are taken over the
     first n images for each n in a request's `stats_at` (so fid10k_5k reuses the first 10k
-    images of fid50k_full).
+    images of fid50k_full); the logits of the first `num_logits` images are kept per head
+    (the tfgan and openai heads read different outputs of the same Inception pass).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -215,7 +239,9 @@ def extract_generated_all(
                     pool, logits = extract(r.extractor, images)
                     job.moments.update(pool)
                     if done < r.num_logits:
-                        job.logits.append(logits[: r.num_logits - done].cpu().numpy())
+                        for head, parts in job.logits.items():
+                            kept = logits[IS_HEADS[head].feature][: r.num_logits - done]
+                            parts.append(IS_HEADS[head].select(kept.cpu().numpy()))
                     if done < r.num_features:
                         job.features.append(pool[: r.num_features - done].cpu().numpy())
                 done += n
@@ -224,6 +250,10 @@ def extract_generated_all(
                 if boundary in job.request.stats_at:
                     job.stats[boundary] = job.moments.statistics()
     return {
-        key: GeneratedFeatures(job.stats, _joined(job.logits), _joined(job.features))
+        key: GeneratedFeatures(
+            job.stats,
+            {head: _joined(parts) for head, parts in job.logits.items()},
+            _joined(job.features),
+        )
         for key, job in jobs.items()
     }

@@ -37,6 +37,8 @@ class MetricProtocol:
     num_real: real images drawn once at random with a fixed seed, or None for the whole
         split (fid, kid, pr).
     splits: IS splits (IS only).
+    head: the head of inception_score.IS_HEADS that reads the extractor's logits (is and
+        confident only): "tfgan" or "openai" for Inception, "classifier" for CLASSIFIER.
     subsets, subset_size: KID's random subsets and their size (KID only); with fewer
         images (reduced counts) the subsets take them all, as stylegan2-ada-pytorch does.
     neighborhood: the k of the k-NN radius of precision/recall (pr only).
@@ -51,6 +53,7 @@ class MetricProtocol:
     num_gen: int
     num_real: int | None = None
     splits: int | None = None
+    head: str | None = None
     subsets: int | None = None
     subset_size: int | None = None
     neighborhood: int | None = None
@@ -105,10 +108,12 @@ class MetricProtocol:
 PROTOCOLS: dict[str, MetricProtocol] = {
     p.name: p
     for p in (
-        # The reference code's two metrics (docs/metrics.md).
-        MetricProtocol("is50k", "is", num_gen=50_000, splits=10),
+        # The reference code's two metrics (docs/metrics.md); is50k reads TF-GAN's head.
+        MetricProtocol("is50k", "is", num_gen=50_000, splits=10, head="tfgan"),
         MetricProtocol("fid10k_5k", "fid", num_gen=10_000, num_real=5_000),
-        # What most later papers report (docs/metrics.md: "offer both, named by protocol").
+        # What most later papers report (docs/metrics.md: "offer both, named by protocol"):
+        # the original OpenAI IS head (torch-fidelity's), and FID on the whole training set.
+        MetricProtocol("is50k_openai", "is", num_gen=50_000, splits=10, head="openai"),
         MetricProtocol("fid50k_full", "fid", num_gen=50_000, num_real=None),
         # stylegan2-ada-pytorch's names and settings, computed by torch-fidelity: KID with
         # 100 subsets of 1000 and a cubic polynomial kernel; precision/recall with k = 3.
@@ -132,6 +137,7 @@ PROTOCOLS: dict[str, MetricProtocol] = {
             "is",
             num_gen=10_000,
             splits=10,
+            head="classifier",
             extractor=CLASSIFIER,
             dataset="mnist",
         ),
@@ -150,6 +156,7 @@ PROTOCOLS: dict[str, MetricProtocol] = {
             "confident_shapes2k",
             "confident",
             num_gen=2_000,
+            head="classifier",
             extractor=CLASSIFIER,
             dataset="shapes",
         ),

@@ -6,8 +6,15 @@ the paper does; so IS and FID of one norm may come from different scales. A run 
 once it has finished (its log reached ``train.iterations``), with the metric's value at
 that final step, or with its best value during training (``best_during_training``). Everything
 left out is listed in ``Table.problems``, never dropped silently.
+
+An ``sn`` run is also the 1.0 cell of ``ssn``, and a ``bsn`` run the 1.0 cell of ``bssn``
+(and the other way round): the same network, which the sweeper trains once
+(harness/training/equivalent.py). A run stands in for its twin cell when that cell has no
+run of its own and its norm is in the table; ``Table.notes`` says so.
 """
 
+import copy
+import dataclasses
 import math
 import statistics
 from collections import defaultdict
@@ -16,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.training.config import config_differences
+from harness.training.equivalent import equivalents
 
 from .paper import PAPER, PAPER_PROTOCOLS, setting_mismatches
 from .runs import Run
@@ -75,7 +83,7 @@ class Table:
     groups: list[Group]  # every scale, the picked ones included
     value: str  # "final" or "best during training"
     problems: list[str] = field(default_factory=list)  # runs or seeds missing or left out
-    notes: list[str] = field(default_factory=list)  # why a dataset has no paper numbers
+    notes: list[str] = field(default_factory=list)  # stand-in twin cells; no paper numbers
 
 
 def _order(items: Iterable[str], preferred: tuple[str, ...]) -> list[str]:
@@ -125,6 +133,35 @@ def _check_runs(runs: list[Run]) -> None:
             )
 
 
+def _as_cell(run: Run, norm: str, scale: float) -> Run:
+    config = copy.deepcopy(run.config)
+    config["norm"]["mode"], config["scale"] = norm, scale
+    return dataclasses.replace(run, config=config)
+
+
+def with_equivalent_cells(
+    runs: list[Run], expected: set[Cell] | None = None
+) -> tuple[list[Run], list[str]]:
+    """``runs`` plus, for each run whose twin cell (sn <-> ssn at 1, bsn <-> bssn at 1) has
+    no run and whose twin norm is in the table (a run's or an expected cell's), the run
+    again under that cell; and a note per dataset and twin."""
+    cells = {(r.dataset, r.norm, r.scale, r.seed) for r in runs}
+    norms = {(r.dataset, r.norm) for r in runs} | {(d, n) for d, n, _, _ in expected or ()}
+    added: list[Run] = []
+    notes: dict[tuple[str, str, str], None] = {}
+    for run in runs:
+        for norm, scale in equivalents(run.norm, run.scale):
+            cell = (run.dataset, norm, scale, run.seed)
+            if cell not in cells and (run.dataset, norm) in norms:
+                added.append(_as_cell(run, norm, scale))
+                cells.add(cell)
+                notes[(run.dataset, norm, run.norm)] = None
+    return runs + added, [
+        f"{dataset}: {norm} at scale 1 is the {source} runs (the same network, trained once)"
+        for dataset, norm, source in notes
+    ]
+
+
 def build_table(
     runs: list[Run],
     metrics: Mapping[str, str] = METRICS,
@@ -132,9 +169,11 @@ def build_table(
     expected: set[Cell] | None = None,
 ) -> Table:
     """Aggregate ``runs`` into Table 1 rows; ``expected`` cells (else every seed seen in a
-    dataset, for every norm and scale seen) that have no run are reported as missing."""
+    dataset, for every norm and scale seen) that have no run are reported as missing.
+    Runs stand in for their twin cells (``with_equivalent_cells``)."""
     _check_runs(runs)
     table = Table([], [], "best during training" if best_during_training else "final")
+    runs, table.notes = with_equivalent_cells(runs, expected)
 
     seen = {(r.dataset, r.norm, r.scale, r.seed) for r in runs}
     if expected is None:

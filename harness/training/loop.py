@@ -28,7 +28,8 @@ from harness import threads
 from models import build_models
 
 from . import checkpoint, diagnostics, distributed, losses, periodic_eval
-from .config import config_differences, to_container, validate
+from .batchnorm import running_stats_kept
+from .config import config_differences, init_power_iterations_for, to_container, validate
 from .run_lock import RunLock
 from .run_log import RunLog
 from .stop_signals import GracefulStop
@@ -68,6 +69,7 @@ def build(
         cfg.norm.n_power_iterations,
         input_size=(images.channels, images.resolution, images.resolution),
         negative_slope=cfg.model.negative_slope,
+        init_power_iterations=init_power_iterations_for(cfg.norm),
     )
     if cfg.norm.layer_scales_geomean is not None:  # the Thm. 1 experiment (Fig. 3)
         scales = analysis.thm1.apply_random_layer_scales(
@@ -121,14 +123,17 @@ def discriminator_update(
     loss: str = "hinge",
     gp_weight: float = 0.0,
     eps: Tensor | None = None,
+    bn_stats_on_d_step: bool = True,
 ) -> dict[str, Tensor]:
     """One D step: ``hinge``, or ``wgan_gp``: the WGAN loss plus ``gp_weight`` times the
     gradient penalty on mixes ``eps`` (``gp_weight`` 0: plain WGAN, the paper's App. J).
 
     The power iteration advances once, at the start (the real pass's update), and every
-    pass of the step reuses that sigma (docs/normalization.md).
+    pass of the step reuses that sigma (docs/normalization.md). With
+    ``bn_stats_on_d_step=False`` G's forward here leaves its batch-norm running statistics
+    unchanged (the reference ResNet's rule).
     """
-    with torch.no_grad():
+    with torch.no_grad(), running_stats_kept(g_train, keep=not bn_stats_on_d_step):
         fake = g_train(z)
     with bssn.discriminator_step(d_train):
         out = d_train(torch.cat([real, fake]))  # one pass: D has no batch statistics
@@ -418,8 +423,9 @@ def _train(
             z = _global_randn(noise, d_shape, d_part)
             eps = _global_rand(noise, gp_shape, d_part) if gp_weight else None
             d_out = discriminator_update(
-                d_train, d_raw, g_train, opt_d, real, z, cfg.loss.name, gp_weight, eps
-            )
+                d_train, d_raw, g_train, opt_d, real, z, cfg.loss.name, gp_weight, eps,
+                bn_stats_on_d_step=cfg.model.bn_stats_on_d_step,
+            )  # fmt: skip
             bad |= ~torch.isfinite(d_out["d_loss"])
         g_loss = generator_update(d_for_g, g_train, opt_g, _global_randn(noise, g_shape, g_part))
         bad |= ~torch.isfinite(g_loss)

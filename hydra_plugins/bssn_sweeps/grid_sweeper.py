@@ -15,9 +15,13 @@ Without grids the sweep is ``params`` times the command line, as with Hydra's ba
 sweeper. Every job is composed and validated before anything is launched, so a bad value
 fails at once, not on the cluster. Jobs with equal configs are launched once; jobs whose
 configs differ but resolve to one run directory stop the sweep before anything is
-launched, naming them (a run's identity is its whole config). Runs whose newest
-checkpoint is at ``train.iterations`` are left out (``skip_finished``); the others start
-or resume. ``dry_run=true`` lists the jobs and their status and launches nothing.
+launched, naming them (a run's identity is its whole config). Jobs that train the same
+network are also launched once: ``ssn``/``bssn`` at scale 1 are ``sn``/``bsn``
+(harness/training/equivalent.py), so only the ``sn``/``bsn`` job runs when the sweep has
+both and Table 1 reads it back for both cells. Runs whose newest checkpoint is at
+``train.iterations`` are left out (``skip_finished``); the others start or resume.
+``dry_run=true`` lists the jobs and their status, counts the distinct runs and launches
+nothing.
 
 This package sits at the repository root (beside ``data`` and ``models``): Hydra finds it
 when ``train.py`` runs from the checkout, as its namespace package ``hydra_plugins``.
@@ -25,6 +29,8 @@ when ``train.py`` runs from the checkout, as its namespace package ``hydra_plugi
 
 # No `from __future__ import annotations`: Hydra's plugin scan executes this module outside
 # sys.modules, where dataclasses cannot resolve string annotations.
+import copy
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -128,15 +134,24 @@ class GridSweeper(Sweeper):
             )
 
     def plan(self, arguments: Sequence[str]) -> list[PlannedJob]:
-        """Every job composed and validated, with its run directory and status."""
+        """Every distinct job composed and validated, with its run directory and status."""
+        return self.plan_with_duplicates(arguments)[0]
+
+    def plan_with_duplicates(
+        self, arguments: Sequence[str]
+    ) -> tuple[list[PlannedJob], list[tuple[tuple[str, ...], Path]]]:
+        """The distinct jobs, and the jobs left out as the same configuration as one of
+        them (each with the run directory that trains it)."""
         from harness.training.checkpoint import latest_step
         from harness.training.config import validate
+        from harness.training.equivalent import canonical
 
         assert self.hydra_context is not None and self.config is not None
         loader = self.hydra_context.config_loader
         planned: dict[Path, PlannedJob] = {}
         resolved: dict[Path, dict] = {}  # run dir -> its job's whole config
         collisions: list[str] = []
+        by_config: dict[str, list[tuple[bool, Path]]] = {}
         for overrides in expand(self.params, self.grids, arguments, loader):
             cfg = loader.load_sweep_config(self.config, overrides)
             run_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
@@ -166,6 +181,14 @@ class GridSweeper(Sweeper):
             planned[run_dir] = PlannedJob(
                 tuple(overrides), run_dir, int(cfg.train.iterations), latest_step(run_dir)
             )
+            # The same configuration up to the cell's name: ssn/bssn at 1 as sn/bsn.
+            twin = copy.deepcopy(config)
+            norm, scale = canonical(twin["norm"]["mode"], twin["scale"])
+            is_canonical = (norm, scale) == (twin["norm"]["mode"], float(twin["scale"]))
+            twin["norm"]["mode"], twin["scale"] = norm, scale
+            del twin["run_name"]
+            key = json.dumps(twin, sort_keys=True, default=str)
+            by_config.setdefault(key, []).append((is_canonical, run_dir))
         if collisions:
             raise ValueError(
                 "sweep jobs with different configs share a run directory; nothing was "
@@ -173,18 +196,38 @@ class GridSweeper(Sweeper):
                 "run_name (e.g. 'run_name=${dataset.name}-${norm.mode}-lrd${optim.lr_d}') "
                 "or give each job its own out_dir."
             )
-        return list(planned.values())
+        duplicates = []
+        for same in by_config.values():
+            # Keep a job that has already started (runs of older sweeps are not redone), else
+            # the sn/bsn job, else the first: reruns find the same directory whatever order
+            # the grids list the cells in.
+            started = [(canon, d) for canon, d in same if planned[d].checkpoint_step is not None]
+            pool = started or same
+            keep = next((run_dir for canon, run_dir in pool if canon), pool[0][1])
+            for _, run_dir in same:
+                if run_dir != keep:
+                    duplicates.append((planned.pop(run_dir).overrides, keep))
+        return list(planned.values()), duplicates
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         assert self.config is not None
-        jobs = self.plan(arguments)
+        jobs, duplicates = self.plan_with_duplicates(arguments)
         for i, job in enumerate(jobs):
             log.info(
                 "%5s  %-22s %s  (%s)", f"#{i}", job.status, job.run_dir, " ".join(job.overrides)
             )
+        for overrides, run_dir in duplicates:
+            log.info("%5s  %-22s %s  (%s)", "", "same as", run_dir, " ".join(overrides))
         todo = [job for job in jobs if not (self.skip_finished and job.finished)]
+        if duplicates:
+            log.info(
+                "%d jobs, %d trained once as the same configuration as another "
+                "(ssn/bssn at scale 1 are sn/bsn)",
+                len(jobs) + len(duplicates),
+                len(duplicates),
+            )
         log.info(
-            "%d runs: %d to launch, %d finished%s",
+            "%d distinct runs: %d to launch, %d finished%s",
             len(jobs),
             len(todo),
             sum(j.finished for j in jobs),
