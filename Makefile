@@ -21,7 +21,7 @@ quickstart: install
 	$(BIN)/python -m scripts.quickstart
 
 test: install lint
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --durations=15
 
 lint: install
 	$(BIN)/ruff check .
