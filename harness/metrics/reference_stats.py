@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +27,8 @@ from harness.atomic import atomic_write, build_lock
 from harness.metrics.extractor import extract
 from harness.metrics.frechet import FeatureMoments
 from harness.metrics.protocols import INCEPTION
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -135,23 +138,43 @@ def reference_statistics(
 ) -> ReferenceStats:
     """Statistics of `num_real` random real images (None: all), read from or written to
     the cache."""
+    indices, path = _selection(dataset, num_real, seed, cache_dir, weights_hash, extractor_name)
+    return _read_or_build(
+        path,
+        _read,
+        lambda: _compute(
+            dataset, indices, path, extractor, weights_hash, seed, batch_size, num_workers, progress
+        ),
+    )
+
+
+def _selection(
+    dataset: Dataset,
+    num_real: int | None,
+    seed: int,
+    cache_dir: str | os.PathLike,
+    weights_hash: str,
+    extractor_name: str,
+) -> tuple[np.ndarray, Path]:
+    """The real images' indices and their statistics' cache file."""
     _check_dataset(dataset)
     size = len(dataset)
-    indices = real_indices(size, num_real, seed)
     path = reference_stats_path(
         cache_dir, dataset.name, dataset.resolution, size, num_real, seed, weights_hash,
         extractor_name, getattr(dataset, "split", "train"),
     )  # fmt: skip
-    cached = _read(path)
+    return real_indices(size, num_real, seed), path
+
+
+def _read_or_build(path: Path, read: Callable[[Path], T | None], build: Callable[[], T]) -> T:
+    """The cached value at ``path``, or ``build()``'s: runs evaluating at once take a lock,
+    so one computes and the others wait and reuse its file."""
+    cached = read(path)
     if cached is not None:
         return cached
-    with build_lock(path):  # runs evaluating at once: one computes, the others wait and reuse
-        cached = _read(path)
-        if cached is not None:
-            return cached
-        return _compute(
-            dataset, indices, path, extractor, weights_hash, seed, batch_size, num_workers, progress
-        )
+    with build_lock(path):
+        cached = read(path)
+        return cached if cached is not None else build()
 
 
 def _read(path: Path) -> ReferenceStats | None:
@@ -214,19 +237,15 @@ def reference_features(
 ) -> ReferenceFeatures:
     """The features of the same images as reference_statistics, cached beside its files
     (`.features.npy`: 60k MNIST images take 0.5 GB)."""
-    _check_dataset(dataset)
-    size = len(dataset)
-    indices = real_indices(size, num_real, seed)
-    stats_path = reference_stats_path(
-        cache_dir, dataset.name, dataset.resolution, size, num_real, seed, weights_hash,
-        extractor_name, getattr(dataset, "split", "train"),
-    )  # fmt: skip
+    indices, stats_path = _selection(
+        dataset, num_real, seed, cache_dir, weights_hash, extractor_name
+    )
     path = stats_path.with_suffix(".features.npy")
-    if path.is_file():
-        return ReferenceFeatures(np.load(path), path, computed=False)
-    with build_lock(path):  # as reference_statistics: one run computes, the others reuse
-        if path.is_file():
-            return ReferenceFeatures(np.load(path), path, computed=False)
+
+    def read(path: Path) -> ReferenceFeatures | None:
+        return ReferenceFeatures(np.load(path), path, computed=False) if path.is_file() else None
+
+    def build() -> ReferenceFeatures:
         parts = [
             pool.cpu().numpy().astype(np.float32)
             for pool in _real_features(
@@ -237,3 +256,5 @@ def reference_features(
         with atomic_write(path) as f:
             np.save(f, features)
         return ReferenceFeatures(features, path, computed=True)
+
+    return _read_or_build(path, read, build)
