@@ -2,6 +2,8 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Extra pytest options, e.g. `make test PYTEST_ARGS="-n 2"` (pytest-xdist workers).
+PYTEST_ARGS ?=
 
 .PHONY: install quickstart test lint format bench clean
 
@@ -21,7 +23,7 @@ quickstart: install
 	$(BIN)/python -m scripts.quickstart
 
 test: install lint
-	$(BIN)/python -m pytest -q -n 2 --durations=15
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
