@@ -241,7 +241,7 @@ def test_first_use_trains_into_the_default_path(tmp_path, monkeypatch):
 
     monkeypatch.setattr("harness.metrics.classifier_train.train_classifier", fake_train)
     first = resolve_classifier_weights(None, "shapes", tmp_path, RES)
-    assert first == str(tmp_path / ".bssn_cache" / "classifiers" / "shapes-16px.pt")
+    assert first == str(tmp_path / ".bssn_cache" / "classifiers" / "shapes-r2-16px.pt")
     assert resolve_classifier_weights(None, "shapes", tmp_path, RES) == first
     assert calls == [("shapes", RES)]  # trained once, then found
 

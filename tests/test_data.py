@@ -36,7 +36,7 @@ import data.stream as stream_module
 from data import DATASETS, BatchStream, DatasetNotFoundError, ImageSet, load_dataset
 from data.resize import center_crop, center_square_crop, resize_bilinear
 from data.stream import cache_path, epoch_permutation
-from data.synthetic import ShapesDataset, make_shapes
+from data.synthetic import FOREGROUND_MIN, ShapesDataset, make_shapes
 
 # ---------------------------------------------------------------- fabricated files
 
@@ -285,8 +285,10 @@ def test_shapes_dataset_is_seeded_and_in_range(tmp_path: Path) -> None:
     assert a.shape == (200, 3, 16, 16) and a.dtype == np.uint8
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert set(kinds.tolist()) == {0, 1, 2}
-    # Every image shows two colours: some pixels differ from the corner (background).
-    assert (np.abs(a.astype(int) - a[:, :, :1, :1]).max(axis=(1, 2, 3)) >= 64).all()
+    # A light shape on black: every image has a black pixel and a pixel at least
+    # FOREGROUND_MIN bright in every channel (fully covered by the shape).
+    assert (a.max(axis=1).min(axis=(1, 2)) == 0).all()
+    assert (a.min(axis=1).max(axis=(1, 2)) >= FOREGROUND_MIN).all()
     shapes = load_dataset("shapes", str(tmp_path / "unused"), resolution=16)
     assert len(shapes) == 10_000 and shapes[0].shape == (3, 16, 16)
     assert not (tmp_path / "unused").exists()

@@ -25,6 +25,7 @@ from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from data.synthetic import REVISION as SHAPES_REVISION
 from harness.metrics.protocols import CLASSIFIER
 
 #: The name torch-fidelity knows the classifier by (protocols.CLASSIFIER).
@@ -168,5 +169,7 @@ register()
 def default_weights_path(cache_root: str | os.PathLike, dataset: str, resolution: int) -> Path:
     """Where scripts.train_classifier writes (and the metrics look for) a dataset's classifier:
     `<cache_root>/classifiers/<dataset>-<resolution>px.pt`, cache_root being
-    `<dataset.root>/.bssn_cache`."""
-    return Path(cache_root) / WEIGHTS_FOLDER / f"{dataset}-{resolution}px.pt"
+    `<dataset.root>/.bssn_cache`. The synthetic shapes' name carries their revision
+    (`shapes-r2-24px.pt`): a classifier of earlier shapes is never reused."""
+    tag = f"{dataset}-r{SHAPES_REVISION}" if dataset == "shapes" else dataset
+    return Path(cache_root) / WEIGHTS_FOLDER / f"{tag}-{resolution}px.pt"
