@@ -1,4 +1,4 @@
-"""Quick start: SN vs BSSN on the download-free shapes dataset, about 3 minutes on 2 CPU cores.
+"""Quick start: SN vs BSSN on the download-free shapes dataset, 2.5 minutes on 2 idle CPU cores.
 
     python -m scripts.quickstart            # what `make quickstart` runs
     python -m scripts.quickstart --iterations 3000
