@@ -176,7 +176,7 @@ def main() -> None:
     )  # fmt: skip
     axes[1, 1].set(
         xlabel="iteration", ylabel="mean ||grad_x D(x)||, real batch",
-        title="D's input gradient: SN's shrinks (Sec. 4)",
+        title="D's input gradient: look for SN's\nbelow BSSN's (Sec. 4: SN vanishes)",
     )  # fmt: skip
     axes[1, 2].set(
         xlabel="iteration", ylabel="geometric mean over layers", yscale="log",
