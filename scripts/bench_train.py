@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 import bssn
 from bssn import analysis
-from harness import threads
+from harness import allocator, threads
 from harness.training.config import TrainConfig
 from harness.training.loop import _log_scalars, discriminator_update, generator_update
 from models import build_models
@@ -160,9 +160,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None, help="default: harness.threads")
+    parser.add_argument(
+        "--malloc", choices=("keep", "default"), default="keep",
+        help="keep: harness.allocator keeps freed memory, as training does; default: glibc's",
+    )  # fmt: skip
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
     threads.configure(args.threads)
+    kept = args.malloc == "keep" and allocator.keep_freed_memory()
+    print(f"malloc: {'freed memory kept (harness.allocator)' if kept else 'glibc defaults'}")
     devices = [
         torch.device(d)
         for d in ("cpu", "cuda")

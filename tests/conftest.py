@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import threads
+from harness import allocator, threads
 
 # Subprocesses inherit the setting; an explicit OMP_NUM_THREADS of the caller wins.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 threads.configure(None)
+allocator.keep_freed_memory()  # as training does (harness/allocator.py)
 
 #: The real MNIST files beside the checkout (developers' machines only; users lack it).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from data import ImageSet, load_dataset
 from data.datasets import channels_of
-from harness import threads
+from harness import allocator, threads
 from harness.metrics import PROTOCOLS, weights_sha256
 from harness.metrics.image_files import ImageFiles
 from harness.metrics.protocols import CLASSIFIER
@@ -219,6 +219,7 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     up-to-date result was found and nothing was computed).
     """
     threads.configure(cfg.threads)
+    allocator.keep_freed_memory()
     if cfg.images is not None:
         from .image_eval import evaluate_images
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 import bssn
 from bssn import analysis
 from data import BatchStream, ImageSet, load_dataset
-from harness import threads
+from harness import allocator, threads
 from models import build_models
 
 from . import checkpoint, diagnostics, distributed, losses, periodic_eval
@@ -272,6 +272,7 @@ def _train(
     # the CPU threads only feed it and may follow the machine's load.
     on_cpu = torch.device(ctx.device).type == "cpu"
     cpu_threads = threads.configure(t.threads, follow_load=not on_cpu)
+    allocator.keep_freed_memory()  # steps re-allocate the same sizes: reuse, not page faults
     d_part = _local(t.batch_size, ctx, "train.batch_size")
     g_batch = t.g_batch_size or t.batch_size
     g_part = _local(g_batch, ctx, "train.g_batch_size")
