@@ -63,20 +63,24 @@ def test_sn_linear_layer_matches_matrix_norm() -> None:
     assert bssn.sigmas(linear)[""]["sigma"] == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("layer", [nn.Conv2d(64, 128, 3, 1, 1), nn.Linear(300, 40)])
-def test_sn_matches_torch_spectral_norm(layer: nn.Module) -> None:
+@pytest.mark.parametrize("conv", [True, False])
+def test_sn_matches_torch_spectral_norm(conv: bool) -> None:
     """Same u, v and the same steps: `sn` computes torch's spectral_norm weight bit for bit,
     and its gradient (three passes over the weight instead of autograd's seven) equal up to
     float rounding, so training with either stays together."""
+    torch.manual_seed(0)
+    layer = nn.Conv2d(64, 128, 3, 1, 1) if conv else nn.Linear(300, 40)
     ours = copy.deepcopy(layer)
     theirs = torch.nn.utils.parametrizations.spectral_norm(copy.deepcopy(layer))
     bssn.apply(ours, "sn")
     norm = ours.parametrizations.weight[0]
     norm.w1._u.copy_(theirs.parametrizations.weight[0]._u)
     norm.w1._v.copy_(theirs.parametrizations.weight[0]._v)
-    opt_ours = torch.optim.Adam(ours.parameters(), lr=1e-2)
-    opt_theirs = torch.optim.Adam(theirs.parameters(), lr=1e-2)
-    shape = (4, 64, 8, 8) if isinstance(layer, nn.Conv2d) else (4, 300)
+    # SGD: an update linear in the gradient keeps rounding differences at rounding size
+    # (Adam's g / sqrt(v) can blow one up where g is near 0).
+    opt_ours = torch.optim.SGD(ours.parameters(), lr=0.5)
+    opt_theirs = torch.optim.SGD(theirs.parameters(), lr=0.5)
+    shape = (4, 64, 8, 8) if conv else (4, 300)
     for step in range(5):  # each training forward advances once, in both
         x = torch.randn(shape)
         grads, outputs = [], []
