@@ -108,7 +108,7 @@ def main() -> None:
         SETTINGS[label] = dict(a.split("=", 1) for a in assignments.split(",") if a)
     print(f"load average before: {_load()}", flush=True)
     rates: dict[tuple[str, str], list[float]] = {(s, c): [] for s in STATES for c in SETTINGS}
-    n_threads = {}
+    n_threads: dict[tuple[str, str], list[int]] = {k: [] for k in rates}
     for r in range(args.rounds):
         for state in STATES if r % 2 == 0 else reversed(STATES):
             busy = None
@@ -119,8 +119,11 @@ def main() -> None:
                 for name in order:
                     result = _measure(SETTINGS[name], args.seconds)
                     rates[state, name].append(result["it_per_s"])
-                    n_threads[name] = result["threads"]
-                    line = f"round {r} {state:>16} | {name:>20}: {result['it_per_s']:.2f} it/s"
+                    n_threads[state, name].append(result["threads"])
+                    line = (
+                        f"round {r} {state:>16} | {name:>20}: {result['it_per_s']:.2f} it/s, "
+                        f"{result['threads']} threads"
+                    )
                     print(line, flush=True)
             finally:
                 if busy is not None:
@@ -129,11 +132,12 @@ def main() -> None:
     print(f"load average after: {_load()}")
     med = {k: statistics.median(v) for k, v in rates.items()}
     cols = list(SETTINGS)
-    header = " | ".join(f"{c} ({n_threads[c]} thr)" for c in cols)
     print(f"\nMNIST bssn it/s, median of {args.rounds} interleaved rounds of {args.seconds} s")
-    print(f"| machine state | {header} |\n|---|" + "---|" * len(cols))
+    print("(threads each setting ran with, per round, in brackets)")
+    print(f"| machine state | {' | '.join(cols)} |\n|---|" + "---|" * len(cols))
     for state in STATES:
-        print(f"| {state} | " + " | ".join(f"{med[state, c]:.2f}" for c in cols) + " |")
+        cells = [f"{med[state, c]:.2f} {n_threads[state, c]}" for c in cols]
+        print(f"| {state} | " + " | ".join(cells) + " |")
     best_idle = max(med[STATES[0], c] for c in cols)
     default = "project default"
     vs_best = med[STATES[0], default] / best_idle
