@@ -2,8 +2,9 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Extra pytest options, e.g. `make test PYTEST_ARGS="-n 2"` (pytest-xdist workers).
-PYTEST_ARGS ?=
+# pytest options: two pytest-xdist workers by default (the 2-core CI box); e.g.
+# `make test PYTEST_ARGS=` runs serially, `PYTEST_ARGS="-n 4"` on a bigger machine.
+PYTEST_ARGS ?= -n 2
 
 .PHONY: install quickstart test lint format bench clean
 

@@ -4,7 +4,10 @@ threads were 30x slower on power-iteration tests when another process was busy."
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +20,14 @@ from harness import allocator, threads
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 threads.configure(None)
 allocator.keep_freed_memory()  # as training does (harness/allocator.py)
+
+# W&B's settings, cache and data go to a folder of this test process (each pytest-xdist
+# worker has its own, inherited by the runs it starts), never to the user's home, and two
+# workers never share them.
+_wandb_home = tempfile.mkdtemp(prefix="bssn-tests-wandb-")
+atexit.register(shutil.rmtree, _wandb_home, ignore_errors=True)
+for _name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+    os.environ[_name] = os.path.join(_wandb_home, _name.lower())
 
 #: The real MNIST files beside the checkout (developers' machines only; users lack it).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
