@@ -225,10 +225,12 @@ def test_deepcopy_is_independent() -> None:
     )
 
 
-def test_torch_compile_matches_eager() -> None:
+@pytest.mark.parametrize("mode,scale", [("sn", 1.0), ("bssn", 1.2)])
+def test_torch_compile_matches_eager(mode: str, scale: float) -> None:
     # aot_eager traces through dynamo and functionalizes the buffer updates, which is
     # where a reparametrization breaks; inductor's codegen is exercised by the benchmark.
-    eager = bssn.apply(small_d(), "bssn", scale=1.2)
+    # Both autograd Functions (sn's and bsn's hand-written backwards) go through it.
+    eager = bssn.apply(small_d(), mode, scale=scale)
     compiled_src = copy.deepcopy(eager)
     compiled = torch.compile(compiled_src, backend="aot_eager", fullgraph=True)
     x = torch.randn(4, 3, 8, 8)
