@@ -240,6 +240,8 @@ def test_torch_compile_matches_eager(mode: str, scale: float) -> None:
         out_e.sum().backward()
         out_c.sum().backward()
     torch.testing.assert_close(vectors(compiled_src), vectors(eager))
+    for (name, p_c), p_e in zip(compiled_src.named_parameters(), eager.parameters(), strict=True):
+        torch.testing.assert_close(p_c.grad, p_e.grad, msg=name)
     assert set(bssn.sigmas(compiled)) == set(bssn.sigmas(eager))
     bssn.advance(eager)
     with bssn.frozen(eager):
