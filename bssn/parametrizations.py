@@ -139,32 +139,42 @@ class Normalizer(nn.Module):
         return f"scale={self.scale}, n_power_iterations={self.n_power_iterations}"
 
 
-class _SpectralNormalize(torch.autograd.Function):
-    """``w / (sigma / scale)`` with sigma = u^T W1 v, in fewer passes over the weight.
+class _NormalizeBySigma(torch.autograd.Function):
+    """``w / (sigma / scale)`` with sigma the mean of u_i^T W_i v_i over one reshape (SN:
+    W1) or two (BSN: W1 and W2), in fewer passes over the weight than autograd.
 
-    The forward is torch's spectral_norm's, bit for bit at scale 1. Autograd's backward
-    makes about seven passes over the weight (the division's two gradients, the outer
-    product, their sum); this one makes three: <g, w>, g / d, and the rank-one correction
-    in place (``addr_``). grad_w = g / d - <g, w> / (d^2 scale) * u v^T, which equals
-    autograd's up to float rounding (tests/test_bssn_linalg.py).
+    Autograd's backward makes seven (SN) to nine (BSN) passes over the weight (the
+    division's two gradients, the outer products, their sums). This one makes three:
+    <g, w>, g / d, and the rank-one corrections in place (``addr_``, and ``addcmul_`` in
+    W2's layout): grad_w = g / d - <g, w> / (n d^2 scale) * sum_i u_i v_i^T, n reshapes.
+    It equals autograd's gradient up to float rounding (tests/test_bssn_linalg.py). With
+    one reshape at scale 1 the forward is torch's spectral_norm's, bit for bit.
     """
 
     @staticmethod
-    def forward(ctx, weight, u, v, scale):
-        sigma = _sigma_estimate(weight, 0, u, v)
+    def forward(ctx, weight, scale, *vectors):  # vectors: u1, v1[, u2, v2]
+        pairs = zip(vectors[::2], vectors[1::2], strict=True)
+        terms = [_sigma_estimate(weight, dim, u, v) for dim, (u, v) in enumerate(pairs)]
+        sigma = terms[0] if len(terms) == 1 else (terms[0] + terms[1]) / 2
         denom = sigma if scale == 1 else sigma / scale
-        ctx.save_for_backward(weight, u, v, denom)
+        ctx.save_for_backward(weight, denom, *vectors)
         ctx.scale = scale
         return weight / denom
 
     @staticmethod
     def backward(ctx, grad):
-        weight, u, v, denom = ctx.saved_tensors
+        weight, denom, *vectors = ctx.saved_tensors
         grad = grad.contiguous()
-        coef = -torch.vdot(grad.flatten(), weight.flatten()) / (denom * denom * ctx.scale)
+        n = len(vectors) // 2
+        coef = -torch.vdot(grad.flatten(), weight.flatten()) / (denom * denom * (n * ctx.scale))
         out = grad / denom
-        out.flatten(1).addr_(u * coef, v)
-        return out, None, None, None
+        out.flatten(1).addr_(vectors[0] * coef, vectors[1])
+        if n == 2:
+            c_out, c_in = weight.shape[:2]
+            out.flatten(2).addcmul_(
+                (vectors[2] * coef).view(1, c_in, 1), vectors[3].view(c_out, 1, -1)
+            )
+        return out, None, *([None] * len(vectors))
 
 
 class SpectralNorm(Normalizer):
@@ -192,36 +202,7 @@ class SpectralNorm(Normalizer):
     def forward(self, weight: Tensor) -> Tensor:
         if self.training and self.auto_advance:
             self.advance(weight)
-        return _SpectralNormalize.apply(weight, *self.w1.vectors(), self.scale)
-
-
-class _BidirectionalNormalize(torch.autograd.Function):
-    """``w / (sigma / scale)`` with sigma = (u1^T W1 v1 + u2^T W2 v2) / 2, in fewer passes.
-
-    Autograd's version makes about nine passes over the weight in backward (the division's
-    two gradients, two outer products, their sums). Here: one dot product <g, w>, then
-    g / d corrected in place by both rank-one terms (``addr_``, ``addcmul_``): three.
-    grad_w = g / d - <g, w> / (2 d^2 scale) * (u1 v1^T + (u2 v2^T in W2's layout)).
-    """
-
-    @staticmethod
-    def forward(ctx, weight, u1, v1, u2, v2, scale):
-        sigma = (_sigma_estimate(weight, 0, u1, v1) + _sigma_estimate(weight, 1, u2, v2)) / 2
-        denom = sigma / scale
-        ctx.save_for_backward(weight, u1, v1, u2, v2, denom)
-        ctx.scale = scale
-        return weight / denom
-
-    @staticmethod
-    def backward(ctx, grad):
-        weight, u1, v1, u2, v2, denom = ctx.saved_tensors
-        grad = grad.contiguous()
-        coef = -torch.vdot(grad.flatten(), weight.flatten()) / (denom * denom * (2 * ctx.scale))
-        out = grad / denom
-        out.flatten(1).addr_(u1 * coef, v1)
-        c_out, c_in = weight.shape[:2]
-        out.flatten(2).addcmul_((u2 * coef).view(1, c_in, 1), v2.view(c_out, 1, -1))
-        return out, None, None, None, None, None
+        return _NormalizeBySigma.apply(weight, self.scale, *self.w1.vectors())
 
 
 class BidirectionalSpectralNorm(Normalizer):
@@ -258,9 +239,7 @@ class BidirectionalSpectralNorm(Normalizer):
     def forward(self, weight: Tensor) -> Tensor:
         if self.training and self.auto_advance:
             self.advance(weight)
-        return _BidirectionalNormalize.apply(
-            weight, *self.w1.vectors(), *self.w2.vectors(), self.scale
-        )
+        return _NormalizeBySigma.apply(weight, self.scale, *self.w1.vectors(), *self.w2.vectors())
 
     @torch.no_grad()
     def sigmas(self, weight: Tensor) -> dict[str, float]:
