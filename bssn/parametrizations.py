@@ -139,6 +139,11 @@ class Normalizer(nn.Module):
         return f"scale={self.scale}, n_power_iterations={self.n_power_iterations}"
 
 
+def _mean(terms: list[Tensor]) -> Tensor:
+    """The estimates' mean; one estimate is returned as is (bit-identical to torch's SN)."""
+    return terms[0] if len(terms) == 1 else sum(terms[1:], terms[0]) / len(terms)
+
+
 class _NormalizeBySigma(torch.autograd.Function):
     """``w / (sigma / scale)`` with sigma the mean of u_i^T W_i v_i over one reshape (SN:
     W1) or two (BSN: W1 and W2), in fewer passes over the weight than autograd.
@@ -154,8 +159,7 @@ class _NormalizeBySigma(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weight, scale, *vectors):  # vectors: u1, v1[, u2, v2]
         pairs = zip(vectors[::2], vectors[1::2], strict=True)
-        terms = [_sigma_estimate(weight, dim, u, v) for dim, (u, v) in enumerate(pairs)]
-        sigma = terms[0] if len(terms) == 1 else (terms[0] + terms[1]) / 2
+        sigma = _mean([_sigma_estimate(weight, dim, u, v) for dim, (u, v) in enumerate(pairs)])
         denom = sigma if scale == 1 else sigma / scale
         ctx.save_for_backward(weight, denom, *vectors)
         ctx.scale = scale
@@ -177,8 +181,11 @@ class _NormalizeBySigma(torch.autograd.Function):
         return out, None, *([None] * len(vectors))
 
 
-class SpectralNorm(Normalizer):
-    """SN_w (Miyato et al.): w / sigma(W1); with scale s, the paper's scaled SN (SSN)."""
+class _ReshapeNormalizer(Normalizer):
+    """sigma = the mean of power-iteration estimates on reshapes of the weight: W1 for SN,
+    W1 and W2 for BSN (``RESHAPES``); each reshape has its own u, v in ``w1``/``w2``."""
+
+    RESHAPES: tuple[int, ...] = (0,)
 
     def __init__(
         self,
@@ -190,56 +197,47 @@ class SpectralNorm(Normalizer):
         init_power_iterations: int = INIT_POWER_ITERATIONS,
     ) -> None:
         super().__init__(scale, n_power_iterations, eps)
-        self.w1 = _MatrixPowerIteration(weight, 0, eps)
-        self.w1.step(weight, init_power_iterations)
+        for dim in self.RESHAPES:
+            iteration = _MatrixPowerIteration(weight, dim, eps)
+            iteration.step(weight, init_power_iterations)
+            setattr(self, f"w{dim + 1}", iteration)
+
+    def _iterations(self) -> list[_MatrixPowerIteration]:
+        return [getattr(self, f"w{dim + 1}") for dim in self.RESHAPES]
 
     def advance(self, weight: Tensor) -> None:
-        self.w1.step(weight, self.n_power_iterations)
+        for iteration in self._iterations():
+            iteration.step(weight, self.n_power_iterations)
 
     def sigma(self, weight: Tensor) -> Tensor:
-        return self.w1.sigma(weight)
+        return _mean([iteration.sigma(weight) for iteration in self._iterations()])
 
     def forward(self, weight: Tensor) -> Tensor:
         if self.training and self.auto_advance:
             self.advance(weight)
-        return _NormalizeBySigma.apply(weight, self.scale, *self.w1.vectors())
+        vectors = [t for iteration in self._iterations() for t in iteration.vectors()]
+        return _NormalizeBySigma.apply(weight, self.scale, *vectors)
 
 
-class BidirectionalSpectralNorm(Normalizer):
+class SpectralNorm(_ReshapeNormalizer):
+    """SN_w (Miyato et al.): w / sigma(W1); with scale s, the paper's scaled SN (SSN)."""
+
+    RESHAPES = (0,)
+
+
+class BidirectionalSpectralNorm(_ReshapeNormalizer):
     """BSN (Sec. 5, Thm. 3): w / ((sigma(W1) + sigma(W2)) / 2); with scale s, BSSN.
 
     W2 swaps the input and output channels, so the average normalizes by both fan-in and
     fan-out, as Xavier initialisation does. Two independent power iterations.
     """
 
-    def __init__(
-        self,
-        weight: Tensor,
-        scale: float = 1.0,
-        n_power_iterations: int = 1,
-        eps: float = 1e-12,
-        *,
-        init_power_iterations: int = INIT_POWER_ITERATIONS,
-    ) -> None:
-        super().__init__(scale, n_power_iterations, eps)
+    RESHAPES = (0, 1)
+
+    def __init__(self, weight: Tensor, *args, **kwargs) -> None:
         if weight.ndim < 3:
             raise ValueError("BidirectionalSpectralNorm is for conv weights; use SpectralNorm")
-        self.w1 = _MatrixPowerIteration(weight, 0, eps)
-        self.w2 = _MatrixPowerIteration(weight, 1, eps)
-        self.w1.step(weight, init_power_iterations)
-        self.w2.step(weight, init_power_iterations)
-
-    def advance(self, weight: Tensor) -> None:
-        self.w1.step(weight, self.n_power_iterations)
-        self.w2.step(weight, self.n_power_iterations)
-
-    def sigma(self, weight: Tensor) -> Tensor:
-        return (self.w1.sigma(weight) + self.w2.sigma(weight)) / 2
-
-    def forward(self, weight: Tensor) -> Tensor:
-        if self.training and self.auto_advance:
-            self.advance(weight)
-        return _NormalizeBySigma.apply(weight, self.scale, *self.w1.vectors(), *self.w2.vectors())
+        super().__init__(weight, *args, **kwargs)
 
     @torch.no_grad()
     def sigmas(self, weight: Tensor) -> dict[str, float]:
